@@ -1,0 +1,1 @@
+"""Optional integrations, one module each, each behind its extra (``kilostar-otel[asgi]``, ...)."""

@@ -1,0 +1,329 @@
+"""``workflow()``: each heavy workflow is its own OpenTelemetry trace, linked to its request.
+
+The workflow root span has no parent, its trace id *is* the workflow ``trace_id`` (32 lowercase
+hex), and Links join it to the request span both ways, so either side opens the other in Jaeger.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from contextvars import Token
+from types import TracebackType
+from typing import Any, Final, TypeVar, cast
+
+from opentelemetry import trace
+from opentelemetry.context import Context, attach, get_current
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.util.types import AttributeValue
+
+from kilostar_otel._version import __version__
+from kilostar_otel.context import _TRACE_ID_KEY, _derive, request_id_from
+from kilostar_otel.ids import new_trace_id
+
+__all__ = [
+    "WORKFLOW_NAME_ATTRIBUTE",
+    "WORKFLOW_STARTED_EVENT",
+    "Workflow",
+    "workflow",
+]
+
+WORKFLOW_NAME_ATTRIBUTE: Final = "kilostar.workflow.name"
+WORKFLOW_STARTED_EVENT: Final = "kilostar.workflow.started"
+_REQUEST_ID_ATTRIBUTE: Final = "kilostar.request_id"
+_TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_tracer: Tracer | None = None
+
+
+def _global_tracer() -> Tracer:
+    global _tracer
+    if _tracer is None:
+        # A ProxyTracer until an SDK provider is installed; it follows the provider afterwards.
+        _tracer = trace.get_tracer("kilostar_otel", __version__)
+    return _tracer
+
+
+def _detach(token: Token[Context]) -> None:
+    try:
+        token.var.reset(token)
+    except (ValueError, RuntimeError):
+        # Created in another context (e.g. a generator finalised elsewhere): nothing to undo here.
+        pass
+
+
+class _Run:
+    """One execution of a workflow: its root span and the context that makes it current."""
+
+    __slots__ = ("context", "span", "trace_id")
+
+    def __init__(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None, tracer: Tracer
+    ) -> None:
+        parent = get_current()
+        request_span = trace.get_current_span(parent)
+        request_context = request_span.get_span_context()
+        root_attributes: dict[str, AttributeValue] = {
+            WORKFLOW_NAME_ATTRIBUTE: name,
+            "gen_ai.operation.name": "invoke_workflow",
+            "gen_ai.workflow.name": name,
+        }
+        if attributes:
+            root_attributes.update(attributes)
+        request_id = request_id_from(parent)
+        if request_id:
+            root_attributes[_REQUEST_ID_ATTRIBUTE] = request_id
+        # Same baggage and ids, but no current span: the root starts a new trace.
+        start_context = _derive(parent, {_SPAN_KEY: None, _TRACE_ID_KEY: None})
+        span = tracer.start_span(
+            f"invoke_workflow {name}",
+            context=start_context,
+            kind=SpanKind.INTERNAL,
+            attributes=root_attributes,
+            links=(Link(request_context),) if request_context.is_valid else (),
+        )
+        span_context = span.get_span_context()
+        # With no SDK installed the root is a no-op span with trace id 0: ids still work.
+        trace_id = (
+            format(span_context.trace_id, "032x") if span_context.is_valid else new_trace_id()
+        )
+        span.set_attribute(_TRACE_ID_ATTRIBUTE, trace_id)
+        if request_span.is_recording() and span_context.is_valid:
+            request_span.add_link(span_context)
+            request_span.add_event(WORKFLOW_STARTED_EVENT, {_TRACE_ID_ATTRIBUTE: trace_id})
+        self.span: Span = span
+        self.trace_id = trace_id
+        self.context = _derive(parent, {_SPAN_KEY: span, _TRACE_ID_KEY: trace_id})
+
+    def finish(self, exc: BaseException | None) -> None:
+        span = self.span
+        if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+
+
+class Workflow:
+    """A workflow root: a sync/async context manager and a decorator (see :func:`workflow`).
+
+    As a context manager one object may be entered again after it exits, but not while it is
+    active; as a decorator every call is its own workflow run.
+    """
+
+    __slots__ = ("_attributes", "_name", "_run", "_token", "_tracer_provider")
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self._name = name
+        self._attributes = dict(attributes) if attributes else None
+        self._tracer_provider = tracer_provider
+        self._run: _Run | None = None
+        self._token: Token[Context] | None = None
+
+    @property
+    def name(self) -> str:
+        """The workflow's name (``kilostar.workflow.name``)."""
+        return self._name or "workflow"
+
+    @property
+    def trace_id(self) -> str:
+        """The active run's ``trace_id`` (``""`` outside the ``with`` block)."""
+        return self._run.trace_id if self._run is not None else ""
+
+    @property
+    def span(self) -> Span:
+        """The active run's root span (``INVALID_SPAN`` outside the ``with`` block)."""
+        return self._run.span if self._run is not None else trace.INVALID_SPAN
+
+    def _start(self, name: str | None = None) -> _Run:
+        tracer = (
+            _global_tracer()
+            if self._tracer_provider is None
+            else self._tracer_provider.get_tracer("kilostar_otel", __version__)
+        )
+        return _Run(name or self.name, self._attributes, tracer)
+
+    # -- context manager ----------------------------------------------------------------------
+
+    def __enter__(self) -> Workflow:
+        if self._run is not None:
+            raise RuntimeError(f"workflow {self.name!r} is already active; call workflow() again")
+        run = self._start()
+        self._token = attach(run.context)
+        self._run = run
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run, token = self._run, self._token
+        self._run = self._token = None
+        if run is None or token is None:
+            return
+        try:
+            run.finish(exc)
+        finally:
+            _detach(token)
+
+    async def __aenter__(self) -> Workflow:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- decorator ----------------------------------------------------------------------------
+
+    def __call__(self, fn: _F) -> _F:
+        name = self._name or getattr(fn, "__qualname__", None) or "workflow"
+        if inspect.isasyncgenfunction(fn):
+            return cast(_F, self._wrap_async_generator(fn, name))
+        if inspect.isgeneratorfunction(fn):
+            return cast(_F, self._wrap_generator(fn, name))
+        if inspect.iscoroutinefunction(fn):
+            return cast(_F, self._wrap_coroutine(fn, name))
+        return cast(_F, self._wrap_function(fn, name))
+
+    def _wrap_function(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = self._start(name)
+            token = attach(run.context)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                run.finish(exc)
+                raise
+            finally:
+                _detach(token)
+            run.finish(None)
+            return result
+
+        return wrapper
+
+    def _wrap_coroutine(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = self._start(name)
+            token = attach(run.context)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                run.finish(exc)
+                raise
+            finally:
+                _detach(token)
+            run.finish(None)
+            return result
+
+        return wrapper
+
+    def _wrap_generator(
+        self, fn: Callable[..., Generator[Any, Any, Any]], name: str
+    ) -> Callable[..., Generator[Any, Any, Any]]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            # The run starts at the first next(); the workflow context is attached only while the
+            # wrapped generator runs, never across a yield, so an early stop cannot detach wrongly.
+            gen = fn(*args, **kwargs)
+            run = self._start(name)
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                token = attach(run.context)
+                try:
+                    item = gen.send(to_send) if to_throw is None else gen.throw(to_throw)
+                except StopIteration as stop:
+                    run.finish(None)
+                    return stop.value
+                except BaseException as exc:
+                    run.finish(exc)
+                    raise
+                finally:
+                    _detach(token)
+                to_throw = None
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    token = attach(run.context)
+                    try:
+                        gen.close()
+                    finally:
+                        _detach(token)
+                        run.finish(None)
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+
+        return wrapper
+
+    def _wrap_async_generator(
+        self, fn: Callable[..., AsyncGenerator[Any, Any]], name: str
+    ) -> Callable[..., AsyncGenerator[Any, Any]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            agen = fn(*args, **kwargs)
+            run = self._start(name)
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                token = attach(run.context)
+                try:
+                    if to_throw is None:
+                        item = await agen.asend(to_send)
+                    else:
+                        item = await agen.athrow(to_throw)
+                except StopAsyncIteration:
+                    run.finish(None)
+                    return
+                except BaseException as exc:
+                    run.finish(exc)
+                    raise
+                finally:
+                    _detach(token)
+                to_throw = None
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    token = attach(run.context)
+                    try:
+                        await agen.aclose()
+                    finally:
+                        _detach(token)
+                        run.finish(None)
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+
+        return wrapper
+
+
+def workflow(
+    name: str | None = None,
+    *,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Workflow:
+    """Start a workflow: a new trace whose id becomes ``trace_id``, linked to the current request.
+
+    Use as ``with workflow("plan") as wf:``, ``async with workflow("plan"):``, or as a decorator on
+    sync, async, generator and async-generator functions (``@workflow("plan")``; the name defaults
+    to the function's qualified name). Inside, ``get_trace_id() == wf.trace_id``; the request's ids
+    and baggage stay bound. An exception is recorded on the root span (status ERROR) and re-raised.
+    """
+    return Workflow(name, attributes=attributes, tracer_provider=tracer_provider)

@@ -1,0 +1,56 @@
+"""Shared fixtures: one real SDK TracerProvider for the whole session (OTel allows one global)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from kilostar_otel import KiloStarSpanProcessor
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(KiloStarSpanProcessor())
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)
+
+
+class Spans:
+    """The spans finished during one test, with lookups that read like assertions."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self._exporter = exporter
+
+    def all(self) -> list[ReadableSpan]:
+        return list(self._exporter.get_finished_spans())
+
+    def named(self, name: str) -> ReadableSpan:
+        found = [s for s in self.all() if s.name == name]
+        assert len(found) == 1, f"expected one span {name!r}, got {[s.name for s in self.all()]}"
+        return found[0]
+
+    def clear(self) -> None:
+        self._exporter.clear()
+
+
+@pytest.fixture
+def provider() -> TracerProvider:
+    """The session's global SDK provider (KiloStarSpanProcessor + in-memory exporter)."""
+    return _PROVIDER
+
+
+@pytest.fixture
+def tracer(provider: TracerProvider) -> trace.Tracer:
+    return provider.get_tracer("tests")
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    """Finished spans of this test only."""
+    _EXPORTER.clear()
+    yield Spans(_EXPORTER)
+    _EXPORTER.clear()
