@@ -150,7 +150,10 @@ class IdToken:
                 else:
                     bag[BAGGAGE_KEY] = old
                 restore[_BAGGAGE_KEY] = bag
-            attach(_derive(current, restore))
+            target = _derive(current, restore)
+            # Raises ValueError, like the seed's ContextVar, when used in another thread or task.
+            self._otel_token.var.reset(self._otel_token)
+            attach(target)
         self._used = True
 
 
@@ -273,7 +276,7 @@ def context_from_snapshot(snap: object, base: Context) -> Context | None:
         baggage_header = snap.get("baggage")
         bag: dict[str, object] | None = None
         if type(baggage_header) is str:
-            bag = dict(_w3c.parse_baggage(baggage_header))
+            bag = dict(_w3c.parse_baggage(baggage_header)) or None
         request_id = snap.get("request_id")
         if is_valid_request_id(request_id):
             bag = dict(_baggage_of(base)) if bag is None else bag

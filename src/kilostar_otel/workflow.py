@@ -113,7 +113,7 @@ class Workflow:
     active; as a decorator every call is its own workflow run.
     """
 
-    __slots__ = ("_attributes", "_name", "_run", "_token", "_tracer_provider")
+    __slots__ = ("_attributes", "_name", "_run", "_token", "_trace_id", "_tracer_provider")
 
     def __init__(
         self,
@@ -127,6 +127,7 @@ class Workflow:
         self._tracer_provider = tracer_provider
         self._run: _Run | None = None
         self._token: Token[Context] | None = None
+        self._trace_id = ""
 
     @property
     def name(self) -> str:
@@ -135,8 +136,8 @@ class Workflow:
 
     @property
     def trace_id(self) -> str:
-        """The active run's ``trace_id`` (``""`` outside the ``with`` block)."""
-        return self._run.trace_id if self._run is not None else ""
+        """The ``trace_id`` of the current or last ``with`` run (``""`` before the first)."""
+        return self._trace_id
 
     @property
     def span(self) -> Span:
@@ -159,6 +160,7 @@ class Workflow:
         run = self._start()
         self._token = attach(run.context)
         self._run = run
+        self._trace_id = run.trace_id
         return self
 
     def __exit__(

@@ -1,0 +1,93 @@
+"""KiloStarSpanProcessor stamps the two ids on every span, and only them."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import baggage, context, trace
+from opentelemetry.sdk.trace import Span
+
+from kilostar_otel import KiloStarSpanProcessor, request_id_scope, trace_id_scope
+from kilostar_otel.propagation import KiloStarPropagator
+from tests.conftest import Spans
+
+
+def test_every_span_started_while_bound_carries_both_ids(
+    tracer: trace.Tracer, spans: Spans
+) -> None:
+    with request_id_scope("req-p"), trace_id_scope("0af7651916cd43dd8448eb211c80319c"):
+        with tracer.start_as_current_span("outer"), tracer.start_as_current_span("inner"):
+            pass
+    for span in spans.all():
+        assert span.attributes["kilostar.request_id"] == "req-p"
+        assert span.attributes["kilostar.trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_nothing_is_set_when_unbound(tracer: trace.Tracer, spans: Spans) -> None:
+    with tracer.start_as_current_span("plain"):
+        pass
+    assert "kilostar.request_id" not in spans.named("plain").attributes
+    assert "kilostar.trace_id" not in spans.named("plain").attributes
+
+
+def test_only_a_request_id_when_only_it_is_bound(tracer: trace.Tracer, spans: Spans) -> None:
+    with request_id_scope("req-only"), tracer.start_as_current_span("s"):
+        pass
+    assert dict(spans.named("s").attributes) == {"kilostar.request_id": "req-only"}
+
+
+def test_ids_are_read_from_the_parent_context_given_to_start_span(
+    tracer: trace.Tracer, spans: Spans
+) -> None:
+    extracted = KiloStarPropagator().extract({"x-request-id": "req-remote"})
+    with request_id_scope("req-current"):
+        tracer.start_span("server", context=extracted).end()
+    assert spans.named("server").attributes["kilostar.request_id"] == "req-remote"
+
+
+def test_ids_missing_from_the_given_context_come_from_the_current_one(
+    tracer: trace.Tracer, spans: Spans
+) -> None:
+    # e.g. an instrumentation that extracts only traceparent, inside our middleware's scope
+    with request_id_scope("req-mw"):
+        tracer.start_span("server", context=context.Context()).end()
+    assert spans.named("server").attributes["kilostar.request_id"] == "req-mw"
+
+
+def test_client_baggage_never_becomes_span_attributes(tracer: trace.Tracer, spans: Spans) -> None:
+    hostile = "user.password=hunter2,kilostar.request_id=req-ok,debug=true"
+    ctx = KiloStarPropagator().extract({"baggage": hostile})
+    ctx = baggage.set_baggage("user.password", "hunter2", ctx)
+    token = context.attach(ctx)
+    try:
+        with tracer.start_as_current_span("s"):
+            pass
+    finally:
+        context.detach(token)
+    assert dict(spans.named("s").attributes) == {"kilostar.request_id": "req-ok"}
+
+
+class _BrokenSpan:
+    def set_attribute(self, *args: object) -> None:
+        raise RuntimeError("broken span")
+
+    set_attributes = set_attribute
+
+
+@pytest.mark.parametrize("parent", [None, context.Context(), "not a context"])
+def test_on_start_never_raises(parent: object) -> None:
+    processor = KiloStarSpanProcessor()
+    with request_id_scope("req-x"), trace_id_scope("t-x"):
+        processor.on_start(_BrokenSpan(), parent)  # type: ignore[arg-type]
+
+
+def test_processor_lifecycle_hooks_are_harmless() -> None:
+    processor = KiloStarSpanProcessor()
+    processor.on_end(None)  # type: ignore[arg-type]
+    assert processor.force_flush() is True
+    processor.shutdown()
+
+
+def test_span_type_is_the_sdk_span(tracer: trace.Tracer) -> None:
+    # on_start receives the SDK's own Span; make sure the signature we implement is the real one.
+    with tracer.start_as_current_span("s") as span:
+        assert isinstance(span, Span)
