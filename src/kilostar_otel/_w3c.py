@@ -51,19 +51,43 @@ def parse_traceparent(value: object) -> SpanContext | None:
     )
 
 
+#: Trace flags defined by level 2 (``sampled`` 0x01, ``random`` 0x02); the others MUST be sent as 0.
+_KNOWN_FLAGS = 0x03
+
+
 def format_traceparent(span_context: SpanContext) -> str:
-    """Format a span context as a version-00 ``traceparent`` value."""
+    """Format a span context as a version-00 ``traceparent`` value (unknown flags set to zero)."""
     return (
         f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{int(span_context.trace_flags):02x}"
+        f"{int(span_context.trace_flags) & _KNOWN_FLAGS:02x}"
     )
+
+
+def single_traceparent(values: object) -> str | None:
+    """The one ``traceparent`` value of a carrier field, or None when absent or repeated.
+
+    A request with several ``traceparent`` lines is invalid (the W3C test suite expects a new
+    trace), so repeated lines count as no parent at all rather than "the first one wins".
+    """
+    if values is None:
+        return None
+    if type(values) is str:
+        return values
+    if type(values) is bytes:
+        return values.decode("latin-1")
+    if isinstance(values, (list, tuple)):
+        if len(values) != 1:
+            return None
+        return single_traceparent(values[0]) if type(values[0]) in (str, bytes) else None
+    return None
 
 
 # --- tracestate --------------------------------------------------------------------------------
 
-_TS_KEY_RE = re.compile(
-    r"[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13}"
-)
+# Level 2 key grammar: ``key = ( lcalpha / DIGIT ) 0*255 ( keychar )`` with ``@`` an ordinary key
+# character (level 1 split keys into ``tenant@system`` with 241/14-character parts). It admits every
+# level-1 key, so nothing valid before is rejected now.
+_TS_KEY_RE = re.compile(r"[a-z0-9][_0-9a-z\-*/@]{0,255}")
 _TS_VALUE_RE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 _TS_MAX_MEMBERS = 32
 _TS_PROPAGATE_LENGTH = 512
@@ -71,10 +95,24 @@ _TS_LARGE_MEMBER = 128
 _TS_MAX_INPUT = 8192
 
 
+class _Level2TraceState(TraceState):
+    """A :class:`TraceState` of members already checked against the level-2 grammar.
+
+    OpenTelemetry's constructor re-checks keys with the level-1 grammar and would silently drop
+    valid level-2 keys (``a@b@c``, ``1abc``, a 242-character tenant), so the checked members are
+    stored as they are. Mutations (``add``/``update``/``delete``) return OTel's own class.
+    """
+
+    def __init__(self, entries: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._dict = dict(entries)
+
+
 def parse_tracestate(values: Iterable[object] | None) -> TraceState | None:
     """Parse ``tracestate`` header lines (combined with ``,``) into a :class:`TraceState`.
 
-    Invalid members are dropped one by one, not the whole header; for a duplicated key the first
+    Keys follow the level-2 grammar (``@`` anywhere, up to 256 characters). Invalid members are
+    dropped one by one, not the whole header; for a duplicated key the first
     (most recent) member is kept. Beyond 32 members or 512 characters, members longer than 128
     characters go first, then members from the end, as Trace Context level 2 recommends.
     """
@@ -105,7 +143,7 @@ def parse_tracestate(values: Iterable[object] | None) -> TraceState | None:
     pairs = list(members.items())
     if len(pairs) > _TS_MAX_MEMBERS or _tracestate_length(pairs) > _TS_PROPAGATE_LENGTH:
         pairs = _truncate_tracestate(pairs)
-    return TraceState(pairs)
+    return _Level2TraceState(pairs)
 
 
 def _tracestate_length(pairs: list[tuple[str, str]]) -> int:

@@ -23,7 +23,12 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    get_current_span,
+    set_span_in_context,
+)
 
 from kilostar_otel import _w3c
 from kilostar_otel.context import BAGGAGE_KEY, context_with_request_id, request_id_from
@@ -32,6 +37,7 @@ from kilostar_otel.ids import is_valid_request_id
 __all__ = [
     "REQUEST_ID_HEADER",
     "KiloStarPropagator",
+    "TraceContextPropagator",
     "default_propagator",
     "extract",
     "inject",
@@ -209,10 +215,90 @@ def _baggage_header(bag: object, request_id: str) -> str:
     return header
 
 
+class TraceContextPropagator(TextMapPropagator):
+    """W3C Trace Context (level 2) ``traceparent``/``tracestate``, where OTel's own one falls short.
+
+    Unlike ``TraceContextTextMapPropagator`` it treats repeated ``traceparent`` lines as invalid
+    (the trace restarts instead of silently taking the first line), keeps a ``tracestate`` whose
+    members repeat a key or are partly invalid (each bad member is dropped, not the whole header),
+    accepts level-2 keys (``@`` anywhere, up to 256 characters, a leading digit), and truncates an
+    oversized ``tracestate`` the way level 2 recommends. ``traceparent`` is matched in any case.
+    """
+
+    _TRACEPARENT = "traceparent"
+    _TRACESTATE = "tracestate"
+
+    @staticmethod
+    def _get(carrier: Any, getter: Getter[Any], name: str) -> list[str] | None:
+        values = getter.get(carrier, name)
+        if values is not None:
+            return values
+        found: list[str] | None = None
+        for key in getter.keys(carrier):
+            if type(key) is str and key != name and key.lower() == name:
+                more = getter.get(carrier, key)
+                if more:
+                    found = [*(found or ()), *more]
+        return found
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        """Return ``context`` (default: a new root context) with the carrier's remote parent span.
+
+        An absent, invalid or repeated ``traceparent`` leaves the context without a parent, so the
+        next span starts a new trace; ``tracestate`` is read only beside a valid ``traceparent``.
+        Never raises.
+        """
+        ctx = Context() if context is None else context
+        try:
+            value = _w3c.single_traceparent(self._get(carrier, getter, self._TRACEPARENT))
+            span_context = _w3c.parse_traceparent(value)
+            if span_context is None:
+                return ctx
+            trace_state = _w3c.parse_tracestate(self._get(carrier, getter, self._TRACESTATE))
+            if trace_state is not None:
+                span_context = SpanContext(
+                    span_context.trace_id,
+                    span_context.span_id,
+                    is_remote=True,
+                    trace_flags=span_context.trace_flags,
+                    trace_state=trace_state,
+                )
+            return set_span_in_context(NonRecordingSpan(span_context), ctx)
+        except Exception:
+            return ctx
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        """Write the context's span as ``traceparent`` (and ``tracestate``); never raises."""
+        try:
+            span_context = get_current_span(context).get_span_context()
+            if not span_context.is_valid:
+                return
+            setter.set(carrier, self._TRACEPARENT, _w3c.format_traceparent(span_context))
+            if span_context.trace_state:
+                setter.set(carrier, self._TRACESTATE, span_context.trace_state.to_header())
+        except Exception:
+            return
+
+    @property
+    def fields(self) -> set[str]:
+        """The header names :meth:`inject` writes."""
+        return {self._TRACEPARENT, self._TRACESTATE}
+
+
 def default_propagator() -> TextMapPropagator:
     """Return the recommended propagator: W3C trace context, W3C baggage, then kilostar."""
     return CompositePropagator(
-        [TraceContextTextMapPropagator(), W3CBaggagePropagator(), KiloStarPropagator()]
+        [TraceContextPropagator(), W3CBaggagePropagator(), KiloStarPropagator()]
     )
 
 
