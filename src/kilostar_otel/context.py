@@ -19,7 +19,8 @@ from typing import Any, Final, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.baggage import _BAGGAGE_KEY
-from opentelemetry.context import Context, attach, create_key, get_current
+from opentelemetry.context import _RUNTIME_CONTEXT, Context, attach, create_key, get_current
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from kilostar_otel import _w3c
@@ -53,6 +54,22 @@ _TRACE_ID_KEY: Final = create_key("kilostar.trace_id")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+# The OTel runtime context is a ContextVar: use it directly on the hot paths (one call instead of
+# three); any other runtime context configured through OTEL_PYTHON_CONTEXT goes through the API.
+if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
+    _get_current: Callable[[], Context] = _RUNTIME_CONTEXT._current_context.get
+    _reset_var: Callable[[contextvars.Token[Context]], None] = (
+        _RUNTIME_CONTEXT._current_context.reset
+    )
+    _attach: Callable[[Context], contextvars.Token[Context]] = _RUNTIME_CONTEXT._current_context.set
+else:  # pragma: no cover - only with a custom OTEL_PYTHON_CONTEXT
+    _get_current = get_current
+    _attach = attach
+
+    def _reset_var(token: contextvars.Token[Context]) -> None:
+        token.var.reset(token)
+
+
 def _derive(ctx: Context, updates: Mapping[str, object]) -> Context:
     """Return a copy of ``ctx`` with ``updates`` applied (a value of None removes the key)."""
     values = dict(ctx)
@@ -66,7 +83,7 @@ def _derive(ctx: Context, updates: Mapping[str, object]) -> Context:
 
 def _baggage_of(ctx: Context) -> dict[str, object]:
     bag = ctx.get(_BAGGAGE_KEY)
-    return bag if isinstance(bag, dict) else {}
+    return bag if type(bag) is dict else {}
 
 
 def request_id_from(ctx: Context) -> str:
@@ -89,12 +106,21 @@ def trace_id_from(ctx: Context) -> str:
 
 def context_with_request_id(ctx: Context, request_id: str) -> Context:
     """Return ``ctx`` with ``request_id`` bound (and in baggage); ``""`` unbinds it."""
-    bag = dict(_baggage_of(ctx))
+    bag = ctx.get(_BAGGAGE_KEY)
     if request_id:
-        bag[BAGGAGE_KEY] = request_id
+        new_bag = (
+            {**bag, BAGGAGE_KEY: request_id}
+            if bag and type(bag) is dict
+            else {BAGGAGE_KEY: request_id}
+        )
     else:
-        bag.pop(BAGGAGE_KEY, None)
-    return _derive(ctx, {_BAGGAGE_KEY: bag, _BOUND_REQUEST_ID_KEY: request_id})
+        new_bag = dict(bag) if bag and type(bag) is dict else {}
+        new_bag.pop(BAGGAGE_KEY, None)
+    return Context({**ctx, _BAGGAGE_KEY: new_bag, _BOUND_REQUEST_ID_KEY: request_id})
+
+
+def _context_with_trace_id(ctx: Context, trace_id: str) -> Context:
+    return Context({**ctx, _TRACE_ID_KEY: trace_id})
 
 
 def get_request_id(context: Context | None = None) -> str:
@@ -103,13 +129,38 @@ def get_request_id(context: Context | None = None) -> str:
     A request id bound in this process wins; otherwise a valid ``kilostar.request_id`` baggage
     entry (for example one extracted by the W3C baggage propagator) is returned.
     """
-    return request_id_from(get_current() if context is None else context)
+    return request_id_from(_get_current() if context is None else context)
 
 
 def get_trace_id(context: Context | None = None) -> str:
     """Return the current workflow ``trace_id``, or ``""`` when none is bound."""
-    value = (get_current() if context is None else context).get(_TRACE_ID_KEY)
+    value = (_get_current() if context is None else context).get(_TRACE_ID_KEY)
     return value if type(value) is str else ""
+
+
+def _undo(otel_token: contextvars.Token[Context], attached: Context, is_request: bool) -> None:
+    """Undo one bind: exactly when nothing was attached since, else restore only that id."""
+    current = _get_current()
+    if current is attached:
+        # Raises ValueError in another thread or task and RuntimeError on reuse, as the seed did.
+        otel_token.var.reset(otel_token)
+        return
+    previous = otel_token.old_value
+    if not isinstance(previous, Context):
+        previous = Context()
+    if is_request:
+        old_entry = _baggage_of(previous).get(BAGGAGE_KEY)
+        bag = dict(_baggage_of(current))
+        if old_entry is None:
+            bag.pop(BAGGAGE_KEY, None)
+        else:
+            bag[BAGGAGE_KEY] = old_entry
+        updates = {_BAGGAGE_KEY: bag, _BOUND_REQUEST_ID_KEY: previous.get(_BOUND_REQUEST_ID_KEY)}
+    else:
+        updates = {_TRACE_ID_KEY: previous.get(_TRACE_ID_KEY)}
+    target = _derive(current, updates)
+    otel_token.var.reset(otel_token)
+    _attach(target)
 
 
 class IdToken:
@@ -119,42 +170,17 @@ class IdToken:
     :class:`contextvars.Token`). Resets may come in any order: each restores only its own id.
     """
 
-    __slots__ = ("_attached", "_otel_token", "_restore", "_used")
+    __slots__ = ("_attached", "_is_request", "_otel_token")
 
     def __init__(
-        self,
-        otel_token: contextvars.Token[Context],
-        attached: Context,
-        restore: Mapping[str, object],
+        self, otel_token: contextvars.Token[Context], attached: Context, is_request: bool
     ) -> None:
         self._otel_token = otel_token
         self._attached = attached
-        self._restore = restore
-        self._used = False
+        self._is_request = is_request
 
     def _reset(self) -> None:
-        if self._used:
-            raise RuntimeError("this token has already been used once")
-        current = get_current()
-        if current is self._attached:
-            # Nothing was attached since: undo exactly, raising ValueError across contexts.
-            self._otel_token.var.reset(self._otel_token)
-        else:
-            # Something else was attached on top: restore only our own id inside it.
-            restore = dict(self._restore)
-            if _BAGGAGE_KEY in restore:
-                bag = dict(_baggage_of(current))
-                old = restore[_BAGGAGE_KEY]
-                if old is None:
-                    bag.pop(BAGGAGE_KEY, None)
-                else:
-                    bag[BAGGAGE_KEY] = old
-                restore[_BAGGAGE_KEY] = bag
-            target = _derive(current, restore)
-            # Raises ValueError, like the seed's ContextVar, when used in another thread or task.
-            self._otel_token.var.reset(self._otel_token)
-            attach(target)
-        self._used = True
+        _undo(self._otel_token, self._attached, self._is_request)
 
 
 def _coerce(value: object) -> str:
@@ -167,21 +193,18 @@ def bind_request_id(request_id: str) -> IdToken:
     The id also becomes the baggage entry ``kilostar.request_id``. Prefer
     :func:`request_id_scope`, which resets for you.
     """
-    current = get_current()
-    request_id = _coerce(request_id)
-    restore = {
-        _BOUND_REQUEST_ID_KEY: current.get(_BOUND_REQUEST_ID_KEY),
-        _BAGGAGE_KEY: _baggage_of(current).get(BAGGAGE_KEY),
-    }
-    ctx = context_with_request_id(current, request_id)
-    return IdToken(attach(ctx), ctx, restore)
+    if type(request_id) is not str:
+        request_id = _coerce(request_id)
+    ctx = context_with_request_id(_get_current(), request_id)
+    return IdToken(_attach(ctx), ctx, True)
 
 
 def bind_trace_id(trace_id: str) -> IdToken:
     """Bind ``trace_id`` in the current context; return a token for :func:`reset_trace_id`."""
-    current = get_current()
-    ctx = _derive(current, {_TRACE_ID_KEY: _coerce(trace_id)})
-    return IdToken(attach(ctx), ctx, {_TRACE_ID_KEY: current.get(_TRACE_ID_KEY)})
+    if type(trace_id) is not str:
+        trace_id = _coerce(trace_id)
+    ctx = _context_with_trace_id(_get_current(), trace_id)
+    return IdToken(_attach(ctx), ctx, False)
 
 
 def reset_request_id(token: IdToken) -> None:
@@ -194,17 +217,30 @@ def reset_trace_id(token: IdToken) -> None:
     token._reset()
 
 
-class _Scope:
-    __slots__ = ("_bind", "_token", "_value")
+class _RequestIdScope:
+    """``with request_id_scope(rid):`` -- one context attach on enter, one reset on exit."""
 
-    def __init__(self, value: str, bind: Callable[[str], IdToken]) -> None:
+    __slots__ = ("_attached", "_token", "_value")
+
+    def __init__(self, value: str) -> None:
         self._value = value
-        self._bind = bind
-        self._token: IdToken | None = None
 
     def __enter__(self) -> str:
-        self._token = self._bind(self._value)
-        return self._value
+        # context_with_request_id(), inlined: this runs on every request.
+        value = self._value
+        current = _get_current()
+        bag = current.get(_BAGGAGE_KEY)
+        if value and type(value) is str:
+            new_bag = (
+                {**bag, BAGGAGE_KEY: value} if bag and type(bag) is dict else {BAGGAGE_KEY: value}
+            )
+            ctx = Context({**current, _BAGGAGE_KEY: new_bag, _BOUND_REQUEST_ID_KEY: value})
+        else:
+            value = self._value = _coerce(value)
+            ctx = context_with_request_id(current, value)
+        self._attached = ctx
+        self._token = _attach(ctx)
+        return value
 
     def __exit__(
         self,
@@ -212,19 +248,42 @@ class _Scope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, self._token = self._token, None
-        if token is not None:
-            token._reset()
+        if _get_current() is self._attached:
+            _reset_var(self._token)
+        else:
+            _undo(self._token, self._attached, True)
 
 
-def request_id_scope(request_id: str) -> _Scope:
+class _TraceIdScope(_RequestIdScope):
+    """``with trace_id_scope(tid):``."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> str:
+        value = self._value
+        if type(value) is not str:
+            value = self._value = _coerce(value)
+        ctx = self._attached = _context_with_trace_id(_get_current(), value)
+        self._token = _attach(ctx)
+        return value
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _undo(self._token, self._attached, False)
+
+
+def request_id_scope(request_id: str) -> _RequestIdScope:
     """Bind ``request_id`` for a ``with`` block and restore the previous one on exit."""
-    return _Scope(request_id, bind_request_id)
+    return _RequestIdScope(request_id)
 
 
-def trace_id_scope(trace_id: str) -> _Scope:
+def trace_id_scope(trace_id: str) -> _TraceIdScope:
     """Bind ``trace_id`` for a ``with`` block and restore the previous one on exit."""
-    return _Scope(trace_id, bind_trace_id)
+    return _TraceIdScope(trace_id)
 
 
 # --- snapshots ---------------------------------------------------------------------------------
@@ -237,7 +296,7 @@ def snapshot() -> dict[str, str]:
     and ``baggage`` when the current context has them. Pass it across a process boundary and
     re-enter it there with :func:`apply_snapshot`.
     """
-    ctx = get_current()
+    ctx = _get_current()
     snap = {"request_id": request_id_from(ctx), "trace_id": trace_id_from(ctx)}
     span_context = trace.get_current_span(ctx).get_span_context()
     if span_context.is_valid:
@@ -306,8 +365,8 @@ class apply_snapshot:  # noqa: N801 - the seed's name, used as ``with apply_snap
         self._token: contextvars.Token[Context] | None = None
 
     def __enter__(self) -> None:
-        ctx = context_from_snapshot(self._snap, get_current())
-        self._token = None if ctx is None else attach(ctx)
+        ctx = context_from_snapshot(self._snap, _get_current())
+        self._token = None if ctx is None else _attach(ctx)
 
     def __exit__(
         self,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from opentelemetry.context import Context, get_current
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from kilostar_otel.context import _TRACE_ID_KEY, request_id_from
+from kilostar_otel.context import _TRACE_ID_KEY, _get_current, request_id_from
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor"]
 
@@ -29,21 +30,39 @@ class KiloStarSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Stamp the ids on ``span``."""
         try:
-            ctx = get_current() if parent_context is None else parent_context
+            ctx = _get_current() if parent_context is None else parent_context
             request_id = request_id_from(ctx)
             trace_id = ctx.get(_TRACE_ID_KEY)
             if parent_context is not None and (not request_id or not trace_id):
-                current = get_current()
+                current = _get_current()
                 request_id = request_id or request_id_from(current)
                 trace_id = trace_id or current.get(_TRACE_ID_KEY)
-            if request_id:
-                if trace_id and type(trace_id) is str:
-                    span.set_attributes(
-                        {REQUEST_ID_ATTRIBUTE: request_id, TRACE_ID_ATTRIBUTE: trace_id}
-                    )
-                else:
-                    span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-            elif trace_id and type(trace_id) is str:
+            if type(trace_id) is not str:
+                trace_id = ""
+            if not request_id and not trace_id:
+                return
+            attributes = getattr(span, "_attributes", None)
+            if (
+                type(attributes) is BoundedAttributes
+                and attributes.max_value_len is None
+                and not attributes._immutable
+                and (attributes.maxlen is None or len(attributes._dict) + 2 <= attributes.maxlen)
+            ):
+                # Fast path: the span was created a moment ago and is not shared yet, there is no
+                # value-length limit and room for both keys, so the SDK's checks cannot change
+                # what it stores; write the two validated strings directly.
+                values = attributes._dict
+                if request_id:
+                    values[REQUEST_ID_ATTRIBUTE] = request_id
+                if trace_id:
+                    values[TRACE_ID_ATTRIBUTE] = trace_id
+            elif request_id and trace_id:
+                span.set_attributes(
+                    {REQUEST_ID_ATTRIBUTE: request_id, TRACE_ID_ATTRIBUTE: trace_id}
+                )
+            elif request_id:
+                span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+            else:
                 span.set_attribute(TRACE_ID_ATTRIBUTE, trace_id)
         except Exception:
             return
