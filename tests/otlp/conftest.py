@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import rotel
+
 from kilostar_otel.viewer import OtlpReceiver
 
 HERE = Path(__file__).parent
