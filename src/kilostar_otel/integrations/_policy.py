@@ -1,0 +1,127 @@
+"""How the ASGI and WSGI middlewares pick a request's id from untrusted input (shared, private).
+
+The outcome for bad input is always the same: an id that is absent, empty, oversized, non-ASCII,
+carries CR/LF or other characters outside the policy, or arrives as disagreeing duplicate headers
+is ignored; then a valid ``kilostar.request_id`` baggage entry is used (when incoming ids are
+trusted), and otherwise a fresh id is generated. Only ids that passed the validator *and* are
+visible ASCII are ever bound, logged or echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from kilostar_otel import _w3c
+from kilostar_otel.context import BAGGAGE_KEY
+from kilostar_otel.ids import new_request_id
+
+__all__ = ["RequestIdPolicy", "baggage_with_request_id"]
+
+_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Whatever a custom validator says, an id must be visible ASCII to reach a header or a log line.
+_HEADER_SAFE_RE: Final = re.compile(r"[\x21-\x7e]{1,1024}")
+
+
+class RequestIdPolicy:
+    """Chooses the request id for one request: trusted valid incoming id, else a generated one."""
+
+    __slots__ = ("generator", "header", "trust_incoming", "validator")
+
+    def __init__(
+        self,
+        header_name: str,
+        generator: Callable[[], str],
+        validator: Callable[[str], bool],
+        trust_incoming: bool,
+    ) -> None:
+        if type(header_name) is not str or _TOKEN_RE.fullmatch(header_name) is None:
+            raise ValueError(f"header_name must be an HTTP header name, not {header_name!r}")
+        if not callable(generator) or not callable(validator):
+            raise TypeError("generator and validator must be callables")
+        #: The request-id header, lower-case.
+        self.header = header_name.lower()
+        self.generator = generator
+        self.validator = validator
+        self.trust_incoming = bool(trust_incoming)
+
+    def accepts(self, value: object) -> bool:
+        """True if ``value`` is an id we may bind, log and echo (never raises)."""
+        try:
+            return (
+                type(value) is str
+                and _HEADER_SAFE_RE.fullmatch(value) is not None
+                and bool(self.validator(value))
+            )
+        except Exception:
+            return False
+
+    def incoming(self, header_lines: Iterable[str], baggage_lines: Iterable[str]) -> str | None:
+        """The trusted incoming id: the header's single valid value, else valid baggage."""
+        if not self.trust_incoming:
+            return None
+        value = _single(header_lines)
+        if value is not None and self.accepts(value):
+            return value
+        lines = [line for line in baggage_lines if BAGGAGE_KEY in line]
+        if lines:
+            value = _w3c.baggage_value(",".join(lines), BAGGAGE_KEY)
+            if value is not None and self.accepts(value):
+                return value
+        return None
+
+    def generate(self) -> str:
+        """A fresh id from the generator; ``req-<32 hex>`` if it fails or returns no usable id.
+
+        The generator is the app's own code, so its ids skip ``validator`` (meant for incoming
+        ids) but must still be 1-1024 visible ASCII characters to reach a header.
+        """
+        try:
+            value = self.generator()
+        except Exception:
+            return new_request_id()
+        if type(value) is str and _HEADER_SAFE_RE.fullmatch(value) is not None:
+            return value
+        return new_request_id()
+
+    def choose(self, header_lines: Iterable[str], baggage_lines: Iterable[str]) -> str:
+        """The id for this request (see the module docstring for the outcome on bad input)."""
+        return self.incoming(header_lines, baggage_lines) or self.generate()
+
+
+def _single(lines: Iterable[str]) -> str | None:
+    """The one value of a header that may come as several lines or comma-joined values.
+
+    Repeats of the same value count once; values that disagree are ambiguous, hence absent. A comma
+    is never part of a valid id, so splitting on it cannot cut a valid one in two.
+    """
+    found: str | None = None
+    for line in lines:
+        for part in line.split(","):
+            value = part.strip(" \t")
+            if found is None:
+                found = value
+            elif value != found:
+                return None
+    return found
+
+
+def baggage_with_request_id(baggage_lines: Iterable[str], request_id: str) -> str:
+    """One ``baggage`` value: the incoming members minus any ``kilostar.request_id``, plus ours.
+
+    Used to rewrite the request as the application sees it, so that an instrumentation placed
+    inside the middleware (which extracts again from the headers) reads the chosen id.
+    """
+    members = []
+    for line in baggage_lines:
+        if BAGGAGE_KEY not in line:
+            if line.strip(" \t"):
+                members.append(line)
+            continue
+        for member in line.split(","):
+            key = member.split(";", 1)[0].partition("=")[0].strip(" \t")
+            if key != BAGGAGE_KEY and member.strip(" \t"):
+                members.append(member)
+    members.append(_w3c.format_baggage({BAGGAGE_KEY: request_id}))
+    return ",".join(members)

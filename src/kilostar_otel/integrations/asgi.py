@@ -1,0 +1,173 @@
+"""``RequestIdMiddleware``: the request id for ASGI apps (Starlette, FastAPI, any ASGI 3 app).
+
+Pure ASGI (no Starlette import), so streaming responses, background tasks and websockets run
+inside the binding. One context is attached per request and removed when the request ends.
+
+    from kilostar_otel.integrations.asgi import RequestIdMiddleware
+    app.add_middleware(RequestIdMiddleware)          # Starlette / FastAPI
+    app = RequestIdMiddleware(app)                   # any ASGI app (outermost: see the docs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.context import attach, get_current
+
+from kilostar_otel.context import context_with_request_id
+from kilostar_otel.ids import is_valid_request_id, new_request_id
+from kilostar_otel.integrations._policy import RequestIdPolicy, baggage_with_request_id
+
+__all__ = ["RequestIdMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ATTRIBUTE: Final = "kilostar.request_id"
+_BAGGAGE: Final = b"baggage"
+# Messages that open a response (and carry its headers).
+_STARTS: Final = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
+)
+_ERROR_BODY: Final = b"Internal Server Error"
+
+
+class RequestIdMiddleware:
+    """Binds the request id for each HTTP request and websocket connection, and echoes it.
+
+    The id is the incoming ``X-Request-Id`` when it passes ``validator``, else a valid incoming
+    ``kilostar.request_id`` baggage entry, else ``generator()``. It is bound (as the request id and
+    as baggage) for the whole request, set on the current server span, and written to the response
+    header on every response, replacing any value the app set. If the app raises before
+    responding, a plain 500 carrying the header is sent and the exception re-raised.
+
+    Args:
+        app: the ASGI application to wrap.
+        header_name: the request-id header (matched in any case).
+        generator: makes a new id; a result that fails ``validator`` is replaced by
+            ``req-<32 hex>``.
+        validator: the request-id policy for incoming ids (default
+            :func:`kilostar_otel.is_valid_request_id`); ids must also be visible ASCII.
+        trust_incoming: ``False`` (a public edge) ignores incoming ids and incoming
+            ``kilostar.request_id`` baggage and always generates.
+        update_request_header: rewrite the request the app sees so its ``X-Request-Id`` and
+            ``baggage`` carry the chosen id (an instrumentation placed inside then agrees).
+        echo_header: write the id to the response header.
+    """
+
+    __slots__ = ("_echo", "_name", "_policy", "_update", "app")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        header_name: str = "X-Request-Id",
+        generator: Callable[[], str] = new_request_id,
+        validator: Callable[[str], bool] = is_valid_request_id,
+        trust_incoming: bool = True,
+        update_request_header: bool = True,
+        echo_header: bool = True,
+    ) -> None:
+        self.app = app
+        self._policy = RequestIdPolicy(header_name, generator, validator, trust_incoming)
+        self._name = self._policy.header.encode("latin-1")
+        self._update = update_request_header
+        self._echo = echo_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)  # lifespan and anything newer pass through
+            return
+        name = self._name
+        raw_headers = scope.get("headers") or ()
+        id_lines: list[str] = []
+        baggage_lines: list[str] = []
+        try:
+            for key, value in raw_headers:
+                key = key.lower()
+                if key == name:
+                    id_lines.append(value.decode("latin-1"))
+                elif key == _BAGGAGE:
+                    baggage_lines.append(value.decode("latin-1"))
+        except Exception:
+            id_lines, baggage_lines = [], []
+        request_id = self._policy.choose(id_lines, baggage_lines)
+        encoded = request_id.encode("ascii")
+
+        ctx = context_with_request_id(get_current(), request_id)
+        span = trace.get_current_span(ctx)
+        if span.is_recording():
+            # An instrumentation outside us started the server span from the raw headers.
+            span.set_attribute(_ATTRIBUTE, request_id)
+        if self._update:
+            scope = dict(scope)
+            scope["headers"] = _rewritten(raw_headers, name, encoded, baggage_lines, request_id)
+
+        echo = self._echo
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message.get("type") in _STARTS:
+                started = True
+                if echo:
+                    message = _with_header(message, name, encoded)
+            await send(message)
+
+        token = attach(ctx)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not started and kind == "http":
+                await _send_error(send, name, encoded)
+            raise
+        finally:
+            try:
+                token.var.reset(token)
+            except ValueError:  # pragma: no cover - only if the app switched contexts under us
+                pass
+
+
+def _rewritten(
+    raw_headers: Any, name: bytes, encoded: bytes, baggage_lines: list[str], request_id: str
+) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in raw_headers if k.lower() != name and k.lower() != _BAGGAGE]
+    headers.append((name, encoded))
+    headers.append((_BAGGAGE, baggage_with_request_id(baggage_lines, request_id).encode("latin-1")))
+    return headers
+
+
+def _with_header(message: Message, name: bytes, value: bytes) -> Message:
+    """A copy of ``message`` whose headers hold exactly one ``name: value``."""
+    headers = []
+    for key, item in message.get("headers") or ():
+        lowered = key.lower() if type(key) is bytes else str(key).lower().encode("latin-1")
+        if lowered != name:
+            headers.append((key, item))
+    headers.append((name, value))
+    return {**message, "headers": headers}
+
+
+async def _send_error(send: Send, name: bytes, value: bytes) -> None:
+    """Answer 500 for an app that raised before responding, so even this response has the id."""
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(_ERROR_BODY)).encode("ascii")),
+                    (name, value),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _ERROR_BODY})
+    except Exception:  # noqa: S110 - the client is gone; the app's exception is what matters
+        pass
