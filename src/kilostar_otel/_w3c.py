@@ -173,6 +173,9 @@ _BAGGAGE_VALUE_RE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 # Characters left as they are when encoding a value; '+' and '%' are always percent-encoded so that
 # peers that decode with ``unquote_plus`` (OpenTelemetry Python) read the same value back.
 _VALUE_SAFE = "!#$&'()*/:<=>?@[]^`{|}"
+# Keys must be tokens: other characters are percent-encoded (and decoded when parsing), which is
+# what OpenTelemetry's own baggage propagators do, so any key round-trips between them.
+_KEY_SAFE = "!#$&'*-.^_`|~"
 
 
 def parse_baggage(header: object) -> dict[str, str]:
@@ -180,6 +183,7 @@ def parse_baggage(header: object) -> dict[str, str]:
 
     Bounded by the W3C limits (8,192 bytes, 180 members, 4,096 bytes a member); members that are
     malformed or beyond a limit are dropped, properties are dropped, the last duplicate wins.
+    Percent-encoded keys are decoded, as OpenTelemetry's propagators do.
     """
     entries: dict[str, str] = {}
     if type(header) is not str or not header:
@@ -205,6 +209,8 @@ def parse_baggage(header: object) -> dict[str, str]:
             continue
         try:
             decoded = unquote(value, errors="strict")
+            if "%" in key:
+                key = unquote(key, errors="strict")
         except UnicodeDecodeError:
             continue
         entries[key] = decoded
@@ -222,14 +228,16 @@ def baggage_value(header: object, key: str) -> str | None:
 def format_baggage(entries: Mapping[str, object]) -> str:
     """Format baggage entries as a W3C ``baggage`` value within the W3C limits.
 
-    Keys that are not valid tokens and members past a limit are left out; values are
+    Members past a limit are left out; values, and keys that are not tokens, are
     percent-encoded as UTF-8.
     """
     parts: list[str] = []
     length = 0
     for key, value in entries.items():
-        if type(key) is not str or _BAGGAGE_KEY_RE.fullmatch(key) is None:
+        if type(key) is not str or not key:
             continue
+        if "%" in key or "+" in key or _BAGGAGE_KEY_RE.fullmatch(key) is None:
+            key = quote(key, safe=_KEY_SAFE)
         member = f"{key}={quote(str(value), safe=_VALUE_SAFE)}"
         if len(member) > BAGGAGE_MAX_MEMBER_BYTES:
             continue

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from opentelemetry.baggage import _BAGGAGE_KEY
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
@@ -31,11 +30,17 @@ from opentelemetry.trace import (
 )
 
 from kilostar_otel import _w3c
-from kilostar_otel.context import BAGGAGE_KEY, context_with_request_id, request_id_from
+from kilostar_otel.context import (
+    BAGGAGE_KEY,
+    _get_current,
+    context_with_request_id,
+    request_id_from,
+)
 from kilostar_otel.ids import is_valid_request_id
 
 __all__ = [
     "REQUEST_ID_HEADER",
+    "BaggagePropagator",
     "KiloStarPropagator",
     "TraceContextPropagator",
     "default_propagator",
@@ -85,8 +90,9 @@ class KiloStarPropagator(TextMapPropagator):
             ``"baggage"``.
         header_name: the request-id header (matched in any case when extracting).
         inject_header: write the request-id header.
-        inject_baggage: write the ``baggage`` header (all baggage entries of the context, with
-            ``kilostar.request_id`` set to the request id, exactly as the W3C propagator would).
+        inject_baggage: write the ``baggage`` header: the context's baggage, which holds
+            ``kilostar.request_id`` while an id is bound (the same entries a W3C baggage
+            propagator writes, so the two agree in any order).
         validator: the request-id policy; ids it rejects are treated as absent.
     """
 
@@ -150,7 +156,7 @@ class KiloStarPropagator(TextMapPropagator):
 
         With no valid id in the carrier the context is returned unchanged. Never raises.
         """
-        ctx = get_current() if context is None else context
+        ctx = _get_current() if context is None else context
         try:
             if self._prefer_header:
                 request_id = self._header_id(carrier, getter) or self._baggage_id(carrier, getter)
@@ -172,14 +178,14 @@ class KiloStarPropagator(TextMapPropagator):
     ) -> None:
         """Write the context's request id (if valid) and baggage into ``carrier``; never raises."""
         try:
-            ctx = get_current() if context is None else context
+            ctx = _get_current() if context is None else context
             request_id = request_id_from(ctx)
             if request_id and not self._valid(request_id):
                 request_id = ""
             if request_id and self._inject_header:
                 setter.set(carrier, self._header, request_id)
             if self._inject_baggage:
-                header = _baggage_header(ctx.get(_BAGGAGE_KEY), request_id)
+                header = _baggage_header(ctx.get(_BAGGAGE_KEY))
                 if header:
                     setter.set(carrier, "baggage", header)
         except Exception:
@@ -193,26 +199,85 @@ class KiloStarPropagator(TextMapPropagator):
 
 # The last baggage dict formatted, and its header: contexts share their (copy-on-write) baggage
 # dict, so a request's spans and outgoing calls reuse one formatting.
-_last_baggage: tuple[object, str, str] = (None, "", "")
+_last_baggage: tuple[object, str] = (None, "")
 
 
-def _baggage_header(bag: object, request_id: str) -> str:
+def _baggage_header(bag: object) -> str:
     global _last_baggage
-    if not isinstance(bag, dict):
-        bag = {}
-    cached_bag, cached_id, cached_header = _last_baggage
-    if cached_bag is bag and cached_id == request_id:
+    cached_bag, cached_header = _last_baggage
+    if cached_bag is bag:
         return cached_header
-    entries: Mapping[str, object] = bag
-    if bag.get(BAGGAGE_KEY) != (request_id or None):
-        entries = dict(bag)
-        if request_id:
-            entries[BAGGAGE_KEY] = request_id
-        else:
-            entries.pop(BAGGAGE_KEY, None)
-    header = _w3c.format_baggage(entries) if entries else ""
-    _last_baggage = (bag, request_id, header)
+    header = _w3c.format_baggage(bag) if bag and type(bag) is dict else ""
+    _last_baggage = (bag, header)
     return header
+
+
+def _get_any_case(carrier: Any, getter: Getter[Any], name: str) -> list[str] | None:
+    """All values of header ``name`` (lower-case), however the carrier spells it."""
+    values = getter.get(carrier, name)
+    if values is not None:
+        return values
+    found: list[str] | None = None
+    for key in getter.keys(carrier):
+        if type(key) is str and key != name and key.lower() == name:
+            more = getter.get(carrier, key)
+            if more:
+                found = [*(found or ()), *more]
+    return found
+
+
+class BaggagePropagator(TextMapPropagator):
+    """W3C ``baggage``, within the W3C limits, that never raises and never logs header content.
+
+    Extract merges the carrier's entries into the context's baggage (malformed members and members
+    past a limit are dropped one by one); inject writes the context's baggage. Values are
+    percent-encoded so that OpenTelemetry's ``W3CBaggagePropagator`` reads them back unchanged.
+    """
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        """Return ``context`` (default: the current one) with the carrier's baggage merged in."""
+        ctx = _get_current() if context is None else context
+        try:
+            values = _get_any_case(carrier, getter, "baggage")
+            if not values:
+                return ctx
+            if isinstance(values, str):
+                header = values
+            else:
+                header = ",".join(v for v in values if type(v) is str)
+            entries = _w3c.parse_baggage(header)
+            if not entries:
+                return ctx
+            bag = ctx.get(_BAGGAGE_KEY)
+            merged = {**bag, **entries} if bag and type(bag) is dict else entries
+            return Context({**ctx, _BAGGAGE_KEY: merged})
+        except Exception:
+            return ctx
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        """Write the context's baggage as one ``baggage`` header; never raises."""
+        try:
+            ctx = _get_current() if context is None else context
+            header = _baggage_header(ctx.get(_BAGGAGE_KEY))
+            if header:
+                setter.set(carrier, "baggage", header)
+        except Exception:
+            return
+
+    @property
+    def fields(self) -> set[str]:
+        """The header names :meth:`inject` writes."""
+        return {"baggage"}
 
 
 class TraceContextPropagator(TextMapPropagator):
@@ -228,19 +293,6 @@ class TraceContextPropagator(TextMapPropagator):
     _TRACEPARENT = "traceparent"
     _TRACESTATE = "tracestate"
 
-    @staticmethod
-    def _get(carrier: Any, getter: Getter[Any], name: str) -> list[str] | None:
-        values = getter.get(carrier, name)
-        if values is not None:
-            return values
-        found: list[str] | None = None
-        for key in getter.keys(carrier):
-            if type(key) is str and key != name and key.lower() == name:
-                more = getter.get(carrier, key)
-                if more:
-                    found = [*(found or ()), *more]
-        return found
-
     def extract(
         self,
         carrier: CarrierT,
@@ -255,11 +307,11 @@ class TraceContextPropagator(TextMapPropagator):
         """
         ctx = Context() if context is None else context
         try:
-            value = _w3c.single_traceparent(self._get(carrier, getter, self._TRACEPARENT))
+            value = _w3c.single_traceparent(_get_any_case(carrier, getter, self._TRACEPARENT))
             span_context = _w3c.parse_traceparent(value)
             if span_context is None:
                 return ctx
-            trace_state = _w3c.parse_tracestate(self._get(carrier, getter, self._TRACESTATE))
+            trace_state = _w3c.parse_tracestate(_get_any_case(carrier, getter, self._TRACESTATE))
             if trace_state is not None:
                 span_context = SpanContext(
                     span_context.trace_id,
@@ -298,7 +350,7 @@ class TraceContextPropagator(TextMapPropagator):
 def default_propagator() -> TextMapPropagator:
     """Return the recommended propagator: W3C trace context, W3C baggage, then kilostar."""
     return CompositePropagator(
-        [TraceContextPropagator(), W3CBaggagePropagator(), KiloStarPropagator()]
+        [TraceContextPropagator(), BaggagePropagator(), KiloStarPropagator(inject_baggage=False)]
     )
 
 

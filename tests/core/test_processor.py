@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry import baggage, context, trace
-from opentelemetry.sdk.trace import Span
+from opentelemetry.sdk.trace import Span, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kilostar_otel import KiloStarSpanProcessor, request_id_scope, trace_id_scope
 from kilostar_otel.propagation import KiloStarPropagator
@@ -91,3 +93,25 @@ def test_span_type_is_the_sdk_span(tracer: trace.Tracer) -> None:
     # on_start receives the SDK's own Span; make sure the signature we implement is the real one.
     with tracer.start_as_current_span("s") as span:
         assert isinstance(span, Span)
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected_rid"),
+    [
+        (SpanLimits(max_attribute_length=5), "req-l"),  # the SDK's truncation still applies
+        (SpanLimits(max_span_attributes=1), None),  # the SDK's count limit still applies
+        (SpanLimits(), "req-long-id"),
+    ],
+)
+def test_span_limits_are_respected(limits: SpanLimits, expected_rid: str | None) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(KiloStarSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with request_id_scope("req-long-id"), trace_id_scope("0af7651916cd43dd8448eb211c80319c"):
+        provider.get_tracer("t").start_span("s", attributes={"user": "x"}).end()
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes.get("kilostar.request_id") == expected_rid
+    if limits.max_span_attributes == 1:
+        assert len(span.attributes) == 1
+        assert span.dropped_attributes == 2

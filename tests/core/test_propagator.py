@@ -104,11 +104,13 @@ def test_bad_configuration_is_a_clear_error_at_construction(kwargs: dict[str, st
         KiloStarPropagator(**kwargs)  # type: ignore[arg-type]
 
 
-def test_an_invalid_bound_id_is_never_written() -> None:
+def test_an_invalid_bound_id_is_never_written_as_the_request_id_header() -> None:
     carrier: dict[str, str] = {}
     with request_id_scope("bad id\r\nx"):
         KiloStarPropagator().inject(carrier)
-    assert carrier == {}
+    # Baggage is carried as it is, percent-encoded (header-safe); the receiver's policy rejects it.
+    assert carrier == {"baggage": "kilostar.request_id=bad%20id%0D%0Ax"}
+    assert get_request_id(KiloStarPropagator().extract(carrier)) == ""
 
 
 class _Exploding(dict[str, str]):
