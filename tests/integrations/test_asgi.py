@@ -495,9 +495,10 @@ def test_import_is_cheap_and_needs_no_starlette() -> None:
 
     code = (
         "import sys, kilostar_otel.integrations.asgi; "
-        "print('starlette' in sys.modules, 'fastapi' in sys.modules)"
+        "print('starlette' in sys.modules, 'fastapi' in sys.modules, "
+        "'opentelemetry.instrumentation' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
