@@ -32,7 +32,7 @@ def main() -> int:
         with tracer.start_as_current_span("GET /plan", kind=trace.SpanKind.SERVER) as request:
             with workflow("plan") as wf:
                 with tracer.start_as_current_span("step"):
-                    seen = {
+                    seen: dict[str, object] = {
                         "request_id": get_request_id(),
                         "trace_id": get_trace_id(),
                         "workflow_trace_id": wf.trace_id,
