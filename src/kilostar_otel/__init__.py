@@ -7,9 +7,8 @@ trace, linked to the request that started it. The seed's context API keeps worki
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kilostar_otel._version import __version__
+from kilostar_otel.configure import Telemetry, configure
 from kilostar_otel.context import (
     apply_snapshot,
     bind_request_id,
@@ -34,12 +33,10 @@ from kilostar_otel.propagation import (
 )
 from kilostar_otel.workflow import Workflow, workflow
 
-if TYPE_CHECKING:
-    from kilostar_otel.configure import configure
-
 __all__ = [
     "KiloStarPropagator",
     "KiloStarSpanProcessor",
+    "Telemetry",
     "Workflow",
     "__version__",
     "apply_snapshot",
@@ -63,12 +60,3 @@ __all__ = [
     "workflow",
     "wrap",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # configure() pulls in the SDK pipeline; import it only when it is first used.
-    if name == "configure":
-        from kilostar_otel.configure import configure
-
-        return configure
-    raise AttributeError(f"module 'kilostar_otel' has no attribute {name!r}")

@@ -12,9 +12,7 @@ import atexit
 import logging
 import os
 import re
-import sys
 import threading
-import types
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -870,19 +868,3 @@ def has_kilostar_processor(provider: object) -> bool:
         return any(isinstance(p, KiloStarSpanProcessor) for p in processors)
     except TypeError:
         return False
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`configure`.
-
-    The package exports the function ``kilostar_otel.configure`` lazily, but importing this
-    submodule (``from kilostar_otel.configure import Telemetry``) makes the import system set the
-    package attribute ``configure`` to the module. Calling the module therefore calls the function,
-    so ``kilostar_otel.configure(...)`` works whichever of the two the attribute holds.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Telemetry:
-        return configure(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

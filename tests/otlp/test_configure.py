@@ -380,7 +380,7 @@ def test_shutdown_is_idempotent_and_flushes(receiver: OtlpReceiver) -> None:
 
 
 def test_package_attribute_works_after_the_submodule_is_imported() -> None:
-    # Importing kilostar_otel.configure (the module) rebinds the package attribute "configure".
+    # The package imports the function eagerly, so importing the submodule later cannot rebind it.
     code = (
         "import kilostar_otel\n"
         "from kilostar_otel.configure import Telemetry\n"
