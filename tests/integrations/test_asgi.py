@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from opentelemetry import baggage, context, trace
+from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
@@ -27,6 +31,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.sync.client import connect
 
+import kilostar_otel
 from kilostar_otel import get_request_id
 from kilostar_otel.integrations.asgi import RequestIdMiddleware
 
@@ -490,9 +495,6 @@ def test_constructor_rejects_a_bad_header_name() -> None:
 
 
 def test_import_is_cheap_and_needs_no_starlette() -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys, kilostar_otel.integrations.asgi; "
         "print('starlette' in sys.modules, 'fastapi' in sys.modules, "
@@ -502,3 +504,25 @@ def test_import_is_cheap_and_needs_no_starlette() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_repeated_traceparent_lines_over_the_wire_ours_restarts_otel_takes_the_first(
+    serve_asgi: Callable[..., AsgiServer], spans: Any
+) -> None:
+    second = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-01"
+    server = serve_asgi(_apps_in_both_orders()["otel-outside"])
+    before = propagate.get_global_textmap()
+    found: dict[str, str] = {}
+    try:
+        for name, propagator in (
+            ("otel", CompositePropagator([TraceContextTextMapPropagator()])),
+            ("ours", kilostar_otel.default_propagator()),
+        ):
+            spans.clear()
+            propagate.set_global_textmap(propagator)
+            httpx.get(server.url, headers=[("traceparent", TRACEPARENT), ("traceparent", second)])
+            found[name] = format(_server_span(spans).context.trace_id, "032x")
+    finally:
+        propagate.set_global_textmap(before)
+    assert found["otel"] == TRACEPARENT[3:35]  # OTel silently takes the first line
+    assert found["ours"] not in (TRACEPARENT[3:35], second[3:35])  # ours restarts the trace
