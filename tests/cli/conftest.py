@@ -7,9 +7,14 @@ import os
 # gRPC's fork handlers and subprocesses started by tests do not mix; set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import rotel
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -36,3 +41,47 @@ def otlp_provider(receiver: OtlpReceiver) -> Iterator[TracerProvider]:
     )
     yield provider
     provider.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def rotel_to(receiver: OtlpReceiver) -> Iterator[str]:
+    """A real rotel collector on loopback, forwarding to ``receiver``; yields its HTTP endpoint."""
+    agent = Path(rotel.__file__).parent / "rotel-agent"
+    grpc_port, http_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            str(agent),
+            "start",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{grpc_port}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{http_port}",
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            f"http://{receiver.grpc_endpoint}",
+            "--otlp-exporter-protocol",
+            "grpc",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "rotel did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{http_port}/v1/traces"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

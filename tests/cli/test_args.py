@@ -68,6 +68,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["demo", "--otlp-endpoint", "ftp://collector:4317"], "expected http(s)://HOST:PORT"),
         (["demo", "--otlp-endpoint", "http://collector:99999"], "not a valid URL"),
         (["demo", "--otlp-endpoint", "http://collector:0"], "port 0"),
+        (["demo", "--otlp-endpoint", "http://u:p@collector:4317"], "no credentials"),
         (["demo", "--otlp-endpoint"], "expected one argument"),
         (["demo", "--protocol", "thrift"], "invalid choice: 'thrift'"),
         (["serve", "--grpc-port", "70000"], "port out of range"),

@@ -5,16 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import rotel
 from google.protobuf.json_format import ParseDict
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -90,50 +85,6 @@ def test_a_line_converts_back_to_the_exact_request(
     for request in receiver.requests:
         back = ParseDict(unhex(to_otlp_json(request)), ExportTraceServiceRequest())
         assert back == request
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def rotel_to(receiver: OtlpReceiver) -> Iterator[str]:
-    """A real rotel collector on loopback, forwarding to ``receiver``; yields its HTTP endpoint."""
-    agent = Path(rotel.__file__).parent / "rotel-agent"
-    grpc_port, http_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            str(agent),
-            "start",
-            "--otlp-grpc-endpoint",
-            f"127.0.0.1:{grpc_port}",
-            "--otlp-http-endpoint",
-            f"127.0.0.1:{http_port}",
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-endpoint",
-            f"http://{receiver.grpc_endpoint}",
-            "--otlp-exporter-protocol",
-            "grpc",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "rotel did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{http_port}/v1/traces"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_rotel_accepts_the_lines_as_otlp_json_and_forwards_the_same_spans(

@@ -61,6 +61,10 @@ def _otlp_url(value: str) -> str:
         )
     if port == 0:
         raise argparse.ArgumentTypeError(f"port 0 is not a collector's port: {value!r}")
+    if parsed.username is not None or parsed.query or parsed.fragment:
+        raise argparse.ArgumentTypeError(
+            f"no credentials, query or fragment in the endpoint, please: {value!r}"
+        )
     return value
 
 

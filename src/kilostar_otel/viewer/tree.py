@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import urlsplit
 
 from kilostar_otel.processor import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
 from kilostar_otel.workflow import WORKFLOW_NAME_ATTRIBUTE, WORKFLOW_STARTED_EVENT
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 _HTTP_STATUS_KEYS: Final = ("http.response.status_code", "http.status_code")
+_URL_KEYS: Final = ("url.full", "http.url")
 #: Width used when the output is not a terminal: long enough that a 32-hex id is never wrapped.
 _PIPE_WIDTH: Final = 240
 
@@ -416,11 +418,28 @@ def _clean(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _display_name(span: SpanLike) -> str:
+    """The span name; an HTTP client span named by its method alone gets the URL's path too."""
+    name = span.name
+    if span.kind == "CLIENT" and " " not in name:
+        for key in _URL_KEYS:
+            url = span.attributes.get(key)
+            if isinstance(url, str):
+                try:
+                    path = urlsplit(url).path
+                except ValueError:
+                    break
+                if path:
+                    return f"{name} {path}"
+                break
+    return name
+
+
 def _span_label(span: SpanLike) -> Text:
     from rich.text import Text
 
     label = Text(no_wrap=True, overflow="ignore")
-    label.append(_clean(span.name), style="bold")
+    label.append(_clean(_display_name(span)), style="bold")
     if span.kind not in ("INTERNAL", "UNSPECIFIED", ""):
         label.append(f"  {span.kind.lower()}", style="cyan")
     label.append(f"  {_duration(span)}", style="yellow")
@@ -492,7 +511,7 @@ def _group_tree(group: TraceGroup) -> Tree:
     else:
         header.append("request ", style="bold blue")
         header.append(_clean(group.request_id or "(no request_id)"), style="bold")
-        header.append(f"  {_clean(first.name)}")
+        header.append(f"  {_clean(_display_name(first))}")
     header.append("  ")
     header.append_text(_status(first))
     header.append(f"  {_group_duration(top)}", style="yellow")
