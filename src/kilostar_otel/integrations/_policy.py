@@ -22,6 +22,8 @@ __all__ = ["RequestIdPolicy", "baggage_with_request_id"]
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Whatever a custom validator says, an id must be visible ASCII to reach a header or a log line.
 _HEADER_SAFE_RE: Final = re.compile(r"[\x21-\x7e]{1,1024}")
+# Ids that need no percent-encoding as a baggage value (the default policy minus '+').
+_PLAIN_VALUE_RE: Final = re.compile(r"[A-Za-z0-9\-_.:/=@]+")
 
 
 class RequestIdPolicy:
@@ -123,5 +125,8 @@ def baggage_with_request_id(baggage_lines: Iterable[str], request_id: str) -> st
             key = member.split(";", 1)[0].partition("=")[0].strip(" \t")
             if key != BAGGAGE_KEY and member.strip(" \t"):
                 members.append(member)
-    members.append(_w3c.format_baggage({BAGGAGE_KEY: request_id}))
+    if _PLAIN_VALUE_RE.fullmatch(request_id) is not None:
+        members.append(f"{BAGGAGE_KEY}={request_id}")
+    else:
+        members.append(_w3c.format_baggage({BAGGAGE_KEY: request_id}))
     return ",".join(members)

@@ -85,18 +85,20 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)  # lifespan and anything newer pass through
             return
         name = self._name
-        raw_headers = scope.get("headers") or ()
         id_lines: list[str] = []
         baggage_lines: list[str] = []
+        others: list[tuple[bytes, bytes]] = []  # the request's other headers, for the rewrite
         try:
-            for key, value in raw_headers:
-                key = key.lower()
-                if key == name:
+            for key, value in scope.get("headers") or ():
+                lowered = key.lower()
+                if lowered == name:
                     id_lines.append(value.decode("latin-1"))
-                elif key == _BAGGAGE:
+                elif lowered == _BAGGAGE:
                     baggage_lines.append(value.decode("latin-1"))
+                else:
+                    others.append((key, value))
         except Exception:
-            id_lines, baggage_lines = [], []
+            id_lines, baggage_lines, others = [], [], []
         request_id = self._policy.choose(id_lines, baggage_lines)
         encoded = request_id.encode("ascii")
 
@@ -106,8 +108,11 @@ class RequestIdMiddleware:
             # An instrumentation outside us started the server span from the raw headers.
             span.set_attribute(_ATTRIBUTE, request_id)
         if self._update:
-            scope = dict(scope)
-            scope["headers"] = _rewritten(raw_headers, name, encoded, baggage_lines, request_id)
+            # The app (and any instrumentation inside us) sees the chosen id, in both places.
+            others.append((name, encoded))
+            baggage = baggage_with_request_id(baggage_lines, request_id)
+            others.append((_BAGGAGE, baggage.encode("latin-1")))
+            scope = {**scope, "headers": others}
 
         echo = self._echo
         started = False
@@ -132,15 +137,6 @@ class RequestIdMiddleware:
                 token.var.reset(token)
             except ValueError:  # pragma: no cover - only if the app switched contexts under us
                 pass
-
-
-def _rewritten(
-    raw_headers: Any, name: bytes, encoded: bytes, baggage_lines: list[str], request_id: str
-) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in raw_headers if k.lower() != name and k.lower() != _BAGGAGE]
-    headers.append((name, encoded))
-    headers.append((_BAGGAGE, baggage_with_request_id(baggage_lines, request_id).encode("latin-1")))
-    return headers
 
 
 def _with_header(message: Message, name: bytes, value: bytes) -> Message:
