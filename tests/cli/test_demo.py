@@ -62,11 +62,38 @@ def assert_port_closed(port: int) -> None:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "the demo left its server running"
 
 
-def test_the_demo_prints_each_request_with_its_workflow_and_writes_otlp_json(
-    tmp_path: Path,
+@pytest.fixture(scope="module")
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One run of the default demo (embedded receiver), shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("demo") / "spans.jsonl"
+    return run_demo("--out", str(out)), out
+
+
+def normalised(text: str) -> list[str]:
+    """Demo output with what changes from run to run (ids, ports, durations, paths) masked."""
+    text = re.sub(r"[0-9a-f]{32}", "<id>", text)
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text)
+    text = re.sub(r"\d+(?:\.\d+)? (?:ms|us|s)\b", "<duration>", text)
+    text = re.sub(r"OTLP/JSON lines to \S+\.jsonl", "OTLP/JSON lines to <file>", text)
+    return text.splitlines()
+
+
+def test_the_readme_shows_what_the_demo_prints(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    out = tmp_path / "spans.jsonl"
-    done = run_demo("--out", str(out))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- demo-output -->", 1)[1].split("<!-- /demo-output -->", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0]
+    assert normalised(shown) == normalised(demo_run[0].stdout)
+    assert readme.startswith("# kilostar-otel\n\n```bash\nmake demo ")
+
+
+def test_the_demo_prints_each_request_with_its_workflow_and_writes_otlp_json(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, out = demo_run
     assert done.returncode == 0, done.stderr
     stdout = done.stdout
     assert "\x1b" not in stdout  # not a terminal: plain text

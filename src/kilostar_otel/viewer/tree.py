@@ -515,8 +515,10 @@ def _group_tree(group: TraceGroup) -> Tree:
     header.append("  ")
     header.append_text(_status(first))
     header.append(f"  {_group_duration(top)}", style="yellow")
-    count = group.span_count
+    count, traces = group.span_count, len(group.traces)
     header.append(f"  {count} span{'' if count == 1 else 's'}", style="dim")
+    if traces > 1:
+        header.append(f" in {traces} traces", style="dim")
     service = first.resource.get("service.name")
     if service:
         header.append(f"  service={_clean(service, 60)}", style="dim")
