@@ -206,6 +206,20 @@ async def test_cr_lf_from_a_lenient_server_is_regenerated_by_the_middleware() ->
     ]
 
 
+async def test_malformed_scope_headers_are_left_alone_and_an_id_generated() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((get_request_id(), scope["headers"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+
+    headers: Any = [(b"x-request-id", "not-bytes"), (b"host", b"x")]
+    sent = await _call(RequestIdMiddleware(app), headers)
+    rid = dict(sent[0]["headers"])[b"x-request-id"].decode()
+    assert GENERATED.fullmatch(rid)
+    assert seen == [(rid, headers)]
+
+
 # -- responses: replace, 500, streaming, background ---------------------------------------------
 
 

@@ -87,7 +87,8 @@ class RequestIdMiddleware:
         name = self._name
         id_lines: list[str] = []
         baggage_lines: list[str] = []
-        others: list[tuple[bytes, bytes]] = []  # the request's other headers, for the rewrite
+        others: list[tuple[bytes, bytes]] = []  # the other headers, for the rewrite
+        rewrite = self._update
         try:
             for key, value in scope.get("headers") or ():
                 lowered = key.lower()
@@ -98,7 +99,8 @@ class RequestIdMiddleware:
                 else:
                     others.append((key, value))
         except Exception:
-            id_lines, baggage_lines, others = [], [], []
+            # Malformed headers (not byte pairs): no incoming id, and the request is left as is.
+            id_lines, baggage_lines, rewrite = [], [], False
         request_id = self._policy.choose(id_lines, baggage_lines)
         encoded = request_id.encode("ascii")
 
@@ -107,7 +109,7 @@ class RequestIdMiddleware:
         if span.is_recording():
             # An instrumentation outside us started the server span from the raw headers.
             span.set_attribute(_ATTRIBUTE, request_id)
-        if self._update:
+        if rewrite:
             # The app (and any instrumentation inside us) sees the chosen id, in both places.
             others.append((name, encoded))
             baggage = baggage_with_request_id(baggage_lines, request_id)
