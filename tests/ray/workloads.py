@@ -150,3 +150,13 @@ class Untraced:
 
     def warnings(self) -> list[str]:
         return list(self._collect.messages)
+
+
+class ExplodingSnapshot(dict):  # type: ignore[type-arg]
+    """A snapshot that raises from every lookup (a hostile caller's object)."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("hostile lookup")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise RuntimeError("hostile lookup")
