@@ -273,13 +273,16 @@ class _ExportPipeline(SpanProcessor):
         old = self._batch
         self._set(batch, max_queue_size)
         if old is not None:
-            old.force_flush(timeout_millis)
             _shutdown_batch(old, timeout_millis)
 
     def stop(self, timeout_millis: int) -> None:
-        """Flush and shut down the batch processor within ``timeout_millis``."""
+        """Flush and shut down the batch processor within ``timeout_millis``.
+
+        The batch processor's shutdown exports what is queued and gives up at the timeout; the
+        SDK's ``force_flush`` ignores its timeout (and retries for as long as the back end is
+        down), so it is not called here.
+        """
         if self._batch is not None:
-            self._batch.force_flush(timeout_millis)
             _shutdown_batch(self._batch, timeout_millis)
 
     @property
