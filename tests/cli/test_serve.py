@@ -204,3 +204,28 @@ def test_a_busy_port_is_a_one_line_error_and_exit_1() -> None:
     assert out == ""
     assert len(err.splitlines()) == 1
     assert err.startswith("kilostar-otel serve: error: cannot listen on 127.0.0.1")
+
+
+def test_without_out_every_request_is_still_printed_once() -> None:
+    process = start_serve("--grpc-port", "0", "--http-port", "0", "--settle", "0.1")
+    assert process.stderr is not None and process.stdout is not None
+    match = LISTENING.search(process.stderr.readline())
+    assert match
+    served = Serve(process, match.group(1), match.group(2))
+    threading.Thread(target=pump, args=(process.stdout, served._out), daemon=True).start()
+    threading.Thread(target=pump, args=(process.stderr, served.err), daemon=True).start()
+    try:
+        provider = provider_for(GrpcSpanExporter(endpoint=served.grpc, insecure=True))
+        tracer = provider.get_tracer("serve-test")
+        for n in range(3):
+            with request_id_scope(f"req-{n}"), tracer.start_as_current_span(f"GET /{n}"):
+                pass
+            served.wait_for_line(rf"^request req-{n}  GET /{n}")
+        provider.shutdown()
+        assert served.stop() == 0
+        assert sum(line.startswith("request ") for line in served.out) == 3
+        assert served.err[-1] == "kilostar-otel serve: stopped after 3 trace group(s)."
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
