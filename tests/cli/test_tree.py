@@ -204,7 +204,7 @@ def test_names_and_messages_from_the_wire_cannot_break_the_output(
     with request_id_scope("req-hostile"), tracer.start_as_current_span(hostile) as span:
         span.set_status(Status(StatusCode.ERROR, "\x1b]0;title\x07" + "B" * 500))
 
-    text = render_text(receiver.wait_for_spans(1))
+    text = render_text(receiver.wait_for_spans(1), width=1000)  # no wrapping: count lines
 
     assert "\x1b" not in text and "\r" not in text and "\x07" not in text
     assert len(text.splitlines()) == 2  # header and span: nothing forged a line

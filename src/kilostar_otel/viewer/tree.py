@@ -438,7 +438,7 @@ def _display_name(span: SpanLike) -> str:
 def _span_label(span: SpanLike) -> Text:
     from rich.text import Text
 
-    label = Text(no_wrap=True, overflow="ignore")
+    label = Text(overflow="fold")
     label.append(_clean(_display_name(span)), style="bold")
     if span.kind not in ("INTERNAL", "UNSPECIFIED", ""):
         label.append(f"  {span.kind.lower()}", style="cyan")
@@ -453,7 +453,7 @@ def _workflow_label(view: TraceView, root: SpanLike) -> Text:
     from rich.text import Text
 
     name = root.attributes.get(WORKFLOW_NAME_ATTRIBUTE, root.name)
-    label = Text(no_wrap=True, overflow="ignore")
+    label = Text(overflow="fold")
     label.append("workflow ", style="bold magenta")
     label.append(_clean(name), style="bold")
     label.append("  trace_id=", style="dim")
@@ -501,7 +501,7 @@ def _group_tree(group: TraceGroup) -> Tree:
     top = group.top
     roots = top.roots
     first = roots[0] if roots else next(iter(top.spans.values()))
-    header = Text(no_wrap=True, overflow="ignore")
+    header = Text(overflow="fold")
     if top.is_workflow:
         header.append("workflow ", style="bold magenta")
         name = first.attributes.get(WORKFLOW_NAME_ATTRIBUTE, first.name)
@@ -535,7 +535,7 @@ def _group_tree(group: TraceGroup) -> Tree:
             _add_span(tree, top, root, 1)
     for trace_id in group.missing:
         tree.add(
-            Text(f"(linked trace {trace_id} not received)", style="dim red", no_wrap=True),
+            Text(f"(linked trace {trace_id} not received)", style="dim red", overflow="fold"),
         )
     return tree
 
@@ -548,7 +548,7 @@ def render_groups(groups: Iterable[TraceGroup], console: Console) -> None:
         console.print(_group_tree(group))
 
 
-def render_text(spans: Iterable[SpanLike], *, color: bool = False, width: int = 160) -> str:
+def render_text(spans: Iterable[SpanLike], *, color: bool = False, width: int = _PIPE_WIDTH) -> str:
     """The trees of ``spans`` as a string (for tests, logs and files)."""
     import io
 
