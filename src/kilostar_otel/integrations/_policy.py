@@ -13,11 +13,19 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.context import Context
+
 from kilostar_otel import _w3c
 from kilostar_otel.context import BAGGAGE_KEY
 from kilostar_otel.ids import new_request_id
 
-__all__ = ["RequestIdPolicy", "baggage_with_request_id"]
+__all__ = [
+    "RequestIdPolicy",
+    "allowlist_from",
+    "baggage_with_request_id",
+    "context_with_allowed_baggage",
+]
 
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Whatever a custom validator says, an id must be visible ASCII to reach a header or a log line.
@@ -109,21 +117,45 @@ def _single(lines: Iterable[str]) -> str | None:
     return found
 
 
-def baggage_with_request_id(baggage_lines: Iterable[str], request_id: str) -> str:
+def allowlist_from(keys: Iterable[str] | None) -> frozenset[str] | None:
+    """Validate a ``baggage_allowlist`` option: None (keep every entry) or a collection of keys."""
+    if keys is None:
+        return None
+    if isinstance(keys, (str, bytes)):
+        raise TypeError("baggage_allowlist must be a collection of keys, not one string")
+    allowed = frozenset(keys)
+    if not all(type(key) is str and key for key in allowed):
+        raise TypeError("baggage_allowlist must hold non-empty strings")
+    return allowed
+
+
+def context_with_allowed_baggage(ctx: Context, allowed: frozenset[str] | None) -> Context:
+    """``ctx`` without the baggage entries whose key is not in ``allowed`` (None keeps all)."""
+    bag = ctx.get(_BAGGAGE_KEY)
+    if allowed is None or not bag or type(bag) is not dict:
+        return ctx
+    kept = {key: value for key, value in bag.items() if key in allowed}
+    return ctx if len(kept) == len(bag) else Context({**ctx, _BAGGAGE_KEY: kept})
+
+
+def baggage_with_request_id(
+    baggage_lines: Iterable[str], request_id: str, allowed: frozenset[str] | None = None
+) -> str:
     """One ``baggage`` value: the incoming members minus any ``kilostar.request_id``, plus ours.
 
     Used to rewrite the request as the application sees it, so that an instrumentation placed
-    inside the middleware (which extracts again from the headers) reads the chosen id.
+    inside the middleware (which extracts again from the headers) reads the chosen id. With
+    ``allowed``, incoming members whose key (as written) is not in it are dropped too.
     """
     members = []
     for line in baggage_lines:
-        if BAGGAGE_KEY not in line:
+        if allowed is None and BAGGAGE_KEY not in line:
             if line.strip(" \t"):
                 members.append(line)
             continue
         for member in line.split(","):
             key = member.split(";", 1)[0].partition("=")[0].strip(" \t")
-            if key != BAGGAGE_KEY and member.strip(" \t"):
+            if key != BAGGAGE_KEY and member.strip(" \t") and (allowed is None or key in allowed):
                 members.append(member)
     if _PLAIN_VALUE_RE.fullmatch(request_id) is not None:
         members.append(f"{BAGGAGE_KEY}={request_id}")

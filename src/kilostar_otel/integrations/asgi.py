@@ -10,7 +10,7 @@ inside the binding. One context is attached per request and removed when the req
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -18,7 +18,12 @@ from opentelemetry.context import attach, get_current
 
 from kilostar_otel.context import context_with_request_id
 from kilostar_otel.ids import is_valid_request_id, new_request_id
-from kilostar_otel.integrations._policy import RequestIdPolicy, baggage_with_request_id
+from kilostar_otel.integrations._policy import (
+    RequestIdPolicy,
+    allowlist_from,
+    baggage_with_request_id,
+    context_with_allowed_baggage,
+)
 
 __all__ = ["RequestIdMiddleware"]
 
@@ -58,9 +63,12 @@ class RequestIdMiddleware:
         update_request_header: rewrite the request the app sees so its ``X-Request-Id`` and
             ``baggage`` carry the chosen id (an instrumentation placed inside then agrees).
         echo_header: write the id to the response header.
+        baggage_allowlist: keys of incoming baggage entries to keep (a public edge); the others
+            are dropped from the request's context and from the ``baggage`` header the app sees.
+            ``None`` (the default) keeps every entry. ``kilostar.request_id`` is always ours.
     """
 
-    __slots__ = ("_echo", "_name", "_policy", "_update", "app")
+    __slots__ = ("_allowed", "_echo", "_name", "_policy", "_update", "app")
 
     def __init__(
         self,
@@ -72,12 +80,14 @@ class RequestIdMiddleware:
         trust_incoming: bool = True,
         update_request_header: bool = True,
         echo_header: bool = True,
+        baggage_allowlist: Iterable[str] | None = None,
     ) -> None:
         self.app = app
         self._policy = RequestIdPolicy(header_name, generator, validator, trust_incoming)
         self._name = self._policy.header.encode("latin-1")
         self._update = update_request_header
         self._echo = echo_header
+        self._allowed = allowlist_from(baggage_allowlist)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -104,7 +114,10 @@ class RequestIdMiddleware:
         request_id = self._policy.choose(id_lines, baggage_lines)
         encoded = request_id.encode("ascii")
 
-        ctx = context_with_request_id(get_current(), request_id)
+        allowed = self._allowed
+        ctx = context_with_request_id(
+            context_with_allowed_baggage(get_current(), allowed), request_id
+        )
         span = trace.get_current_span(ctx)
         if span.is_recording():
             # An instrumentation outside us started the server span from the raw headers.
@@ -112,7 +125,7 @@ class RequestIdMiddleware:
         if rewrite:
             # The app (and any instrumentation inside us) sees the chosen id, in both places.
             others.append((name, encoded))
-            baggage = baggage_with_request_id(baggage_lines, request_id)
+            baggage = baggage_with_request_id(baggage_lines, request_id, allowed)
             others.append((_BAGGAGE, baggage.encode("latin-1")))
             scope = {**scope, "headers": others}
 

@@ -23,7 +23,12 @@ from opentelemetry.trace import Status, StatusCode
 
 from kilostar_otel.context import context_with_request_id
 from kilostar_otel.ids import is_valid_request_id, new_request_id
-from kilostar_otel.integrations._policy import RequestIdPolicy, baggage_with_request_id
+from kilostar_otel.integrations._policy import (
+    RequestIdPolicy,
+    allowlist_from,
+    baggage_with_request_id,
+    context_with_allowed_baggage,
+)
 
 __all__ = ["RequestIdMiddleware"]
 
@@ -47,12 +52,12 @@ class RequestIdMiddleware:
     """Binds the request id for each WSGI request and echoes it in the response header.
 
     Options as for the ASGI middleware: ``header_name``, ``generator``, ``validator``,
-    ``trust_incoming``, ``update_request_header`` (rewrites ``environ``), ``echo_header``. An
-    exception from the app before it started the response is logged, recorded on the current
-    span and answered with a plain 500 that carries the header.
+    ``trust_incoming``, ``update_request_header`` (rewrites ``environ``), ``echo_header``,
+    ``baggage_allowlist``. An exception from the app before it started the response is logged,
+    recorded on the current span and answered with a plain 500 that carries the header.
     """
 
-    __slots__ = ("_echo", "_environ_key", "_name", "_policy", "_update", "app")
+    __slots__ = ("_allowed", "_echo", "_environ_key", "_name", "_policy", "_update", "app")
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class RequestIdMiddleware:
         trust_incoming: bool = True,
         update_request_header: bool = True,
         echo_header: bool = True,
+        baggage_allowlist: Iterable[str] | None = None,
     ) -> None:
         self.app = app
         self._policy = RequestIdPolicy(header_name, generator, validator, trust_incoming)
@@ -71,6 +77,7 @@ class RequestIdMiddleware:
         self._environ_key = "HTTP_" + self._name.upper().replace("-", "_")
         self._update = update_request_header
         self._echo = echo_header
+        self._allowed = allowlist_from(baggage_allowlist)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         raw_id = environ.get(self._environ_key)
@@ -79,13 +86,16 @@ class RequestIdMiddleware:
         baggage_lines = [raw_baggage] if type(raw_baggage) is str else []
         request_id = self._policy.choose(id_lines, baggage_lines)
 
-        ctx = context_with_request_id(get_current(), request_id)
+        allowed = self._allowed
+        ctx = context_with_request_id(
+            context_with_allowed_baggage(get_current(), allowed), request_id
+        )
         span = trace.get_current_span(ctx)
         if span.is_recording():
             span.set_attribute(_ATTRIBUTE, request_id)
         if self._update:
             environ[self._environ_key] = request_id
-            environ["HTTP_BAGGAGE"] = baggage_with_request_id(baggage_lines, request_id)
+            environ["HTTP_BAGGAGE"] = baggage_with_request_id(baggage_lines, request_id, allowed)
 
         name, echo = self._name, self._echo
         started = False
