@@ -143,8 +143,8 @@ BAD_HEADERS: list[tuple[str, list[tuple[str, bytes]]]] = [
     ("space", [("X-Request-Id", b"req 1")]),
     ("quote-semicolon", [("X-Request-Id", b'req";x=1')]),
     ("html", [("X-Request-Id", b"<script>")]),
-    ("duplicate", [("X-Request-Id", b"req-a"), ("X-Request-Id", b"req-b")]),
-    ("comma-joined", [("X-Request-Id", b"req-a, req-b")]),
+    ("duplicate", [("X-Request-Id", b"dup-one"), ("X-Request-Id", b"dup-two")]),
+    ("comma-joined", [("X-Request-Id", b"dup-one, dup-two")]),
     ("crlf-in-baggage", [("baggage", b"kilostar.request_id=req%0D%0AInjected:%20yes")]),
     ("garbage-baggage", [("baggage", b";;;==,,,%zz,kilostar.request_id")]),
     ("huge-baggage", [("baggage", b"k=" + b"v" * 20_000)]),
@@ -168,7 +168,7 @@ def test_bad_input_is_regenerated_served_and_never_echoed_or_logged(
     line = next(line for line in stdlib_logs.lines if "handling /" in line)
     assert f"request_id={chosen[0]} " in line
     for _, value in headers:
-        for marker in (b"Injected", b"req-a", b"\xe9", b"script", b"r" * 201):
+        for marker in (b"Injected", b"dup-one", b"dup-two", b"\xe9", b"script", b"r" * 201):
             if marker in value:
                 assert marker.decode("latin-1") not in stdlib_logs.text()
                 assert marker.decode("latin-1") not in str(response.headers)
