@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -288,12 +289,8 @@ def run_demo(
         if importlib.util.find_spec(module) is None:
             return _fail(err, f"the demo needs kilostar-otel[cli] ({module} is missing)")
     if args.ray:
-        try:
-            import kilostar_otel.integrations.ray  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - the module has no hard imports
-            return _fail(err, f"--ray needs kilostar-otel[ray] ({exc.name} is missing)", 2)
-
-    if args.ray:
+        if importlib.util.find_spec("ray") is None:
+            return _fail(err, "--ray needs kilostar-otel[ray] (ray is missing)", 2)
         # Ray forks workers while gRPC (the receiver, the exporter) runs: no fork handlers.
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from kilostar_otel.viewer.receiver import OtlpReceiver
@@ -319,12 +316,12 @@ def run_demo(
             receiver.stop()
         return _fail(err, str(exc), 2)
 
-    ray_started = False
+    ray_dir: str | None = None
     try:
         ray_step = None
         if args.ray:
-            ray_step = _start_ray(endpoint, protocol, err)
-            ray_started = True
+            ray_dir = tempfile.mkdtemp(prefix="kilostar-demo-ray-")
+            ray_step = _start_ray(ray_dir, endpoint, protocol, err)
         server = _Server(_make_app(ray_step))
         server.start()
         print(f"kilostar-otel demo: app on {server.url}, spans to {where}", file=out)
@@ -349,21 +346,24 @@ def run_demo(
             return 0
         return _show(receiver, calls, args, out)
     finally:
-        if ray_started:
+        if ray_dir is not None:
             import ray
 
             ray.shutdown()
+            shutil.rmtree(ray_dir, ignore_errors=True)
         telemetry.shutdown()
         if receiver is not None:
             receiver.stop()
 
 
-def _start_ray(endpoint: str, protocol: str, err: IO[str]) -> Callable[[str], Awaitable[str]]:
+def _start_ray(
+    temp_dir: str, endpoint: str, protocol: str, err: IO[str]
+) -> Callable[[str], Awaitable[str]]:
     from kilostar_otel.integrations.ray import start_local_cluster
 
     print("kilostar-otel demo: starting a local Ray (127.0.0.1 only) ...", file=err, flush=True)
     start_local_cluster(
-        tempfile.mkdtemp(prefix="kilostar-demo-ray-"),
+        temp_dir,
         num_cpus=2,
         endpoint=endpoint,
         protocol=protocol,
