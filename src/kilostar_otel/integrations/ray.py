@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context, attach
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, Tracer
 
 from kilostar_otel import _w3c
@@ -90,6 +91,7 @@ class _State:
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT
     warned_unconfigured = False
     configured_here = False
+    flush_local_roots = False
     lock = threading.Lock()
 
 
@@ -185,6 +187,29 @@ async def _flush_async() -> None:
         await asyncio.get_running_loop().run_in_executor(None, _flush)
 
 
+class _FlushLocalRoots(SpanProcessor):
+    """Flushes when a span with no parent in this process ends: the outermost span of a call.
+
+    Our own call spans flush themselves (without blocking an async actor's loop); this covers
+    the spans around them or instead of them: Ray's own ``ray.remote_worker`` span when Ray's
+    tracing hook is on, and spans that code in plain ``ray.remote`` functions starts.
+    """
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            scope = span.instrumentation_scope
+            if scope is not None and scope.name == _INSTRUMENTATION:
+                return
+            parent = span.parent
+            if parent is None or parent.is_remote:
+                _flush()
+        except Exception:  # noqa: S110 - a span processor never raises into the traced code
+            pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
 # --- the callee: apply the snapshot for exactly one call ---------------------------------------
 
 
@@ -211,11 +236,12 @@ def _ray_parent(carrier: object) -> Span | None:
     return span if span.get_span_context().is_valid else None
 
 
-def _call_context(snap: object, ray_carrier: object) -> Context:
+def _call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
     """The context of one call: an empty context updated from the snapshot, field by field.
 
     Nothing from the worker's current context is kept (no leftovers from earlier calls), except the
-    span of Ray's own tracing for this very call when it belongs to the snapshot's trace.
+    span of Ray's own tracing for this very call when it belongs to the snapshot's trace. The flag
+    says whether that span is a local one (Ray's consumer span, which ends after this call).
     """
     base = Context()
     ctx = base
@@ -229,9 +255,10 @@ def _call_context(snap: object, ray_carrier: object) -> Context:
     ray_span = _ray_parent(ray_carrier)
     if ray_span is not None:
         ours = trace.get_current_span(ctx).get_span_context()
-        if not ours.is_valid or ours.trace_id == ray_span.get_span_context().trace_id:
-            ctx = trace.set_span_in_context(ray_span, ctx)
-    return ctx
+        theirs = ray_span.get_span_context()
+        if not ours.is_valid or ours.trace_id == theirs.trace_id:
+            return trace.set_span_in_context(ray_span, ctx), not theirs.is_remote
+    return ctx, False
 
 
 def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
@@ -278,10 +305,10 @@ class _Target:
 class _Call:
     """One traced call on the callee: its span and the context that makes it current."""
 
-    __slots__ = ("context", "span")
+    __slots__ = ("context", "nested", "span")
 
     def __init__(self, target: _Target, snap: object, ray_carrier: object) -> None:
-        ctx = _call_context(snap, ray_carrier)
+        ctx, self.nested = _call_context(snap, ray_carrier)
         attributes = dict(target.attributes)
         attributes.update(_runtime_attributes(target.actor))
         self.span = _tracer().start_span(
@@ -300,6 +327,15 @@ class _Call:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         span.end()
+
+    def flush(self) -> None:
+        """Export the call's spans now, unless the enclosing local span's end will do it."""
+        if not (self.nested and _State.flush_local_roots):
+            _flush()
+
+    async def flush_async(self) -> None:
+        if not (self.nested and _State.flush_local_roots):
+            await _flush_async()
 
 
 def _detach(token: Token[Context]) -> None:
@@ -365,11 +401,11 @@ def _wrap_function(fn: Callable[..., Any], target: _Target) -> Callable[..., Any
         except BaseException as exc:
             _detach(token)
             call.finish(exc)
-            _flush()
+            call.flush()
             raise
         _detach(token)
         call.finish(None)
-        _flush()
+        call.flush()
         return result
 
     return wrapper
@@ -384,11 +420,11 @@ def _wrap_coroutine(fn: Callable[..., Any], target: _Target) -> Callable[..., An
         except BaseException as exc:
             _detach(token)
             call.finish(exc)
-            await _flush_async()
+            await call.flush_async()
             raise
         _detach(token)
         call.finish(None)
-        await _flush_async()
+        await call.flush_async()
         return result
 
     return wrapper
@@ -408,7 +444,7 @@ def _wrap_generator(
             gen = fn(*args, **kwargs)
         except BaseException as exc:
             call.finish(exc)
-            _flush()
+            call.flush()
             raise
         finally:
             _detach(token)
@@ -421,12 +457,12 @@ def _wrap_generator(
             except StopIteration as stop:
                 _detach(token)
                 call.finish(None)
-                _flush()
+                call.flush()
                 return stop.value
             except BaseException as exc:
                 _detach(token)
                 call.finish(exc)
-                _flush()
+                call.flush()
                 raise
             _detach(token)
             to_throw = None
@@ -439,7 +475,7 @@ def _wrap_generator(
                 finally:
                     _detach(token)
                     call.finish(None)
-                    _flush()
+                    call.flush()
                 raise
             except BaseException as exc:
                 to_throw = exc
@@ -459,7 +495,7 @@ def _wrap_async_generator(
             agen = fn(*args, **kwargs)
         except BaseException as exc:
             call.finish(exc)
-            await _flush_async()
+            await call.flush_async()
             raise
         finally:
             _detach(token)
@@ -475,12 +511,12 @@ def _wrap_async_generator(
             except StopAsyncIteration:
                 _detach(token)
                 call.finish(None)
-                await _flush_async()
+                await call.flush_async()
                 return
             except BaseException as exc:
                 _detach(token)
                 call.finish(exc)
-                await _flush_async()
+                await call.flush_async()
                 raise
             _detach(token)
             to_throw = None
@@ -493,7 +529,7 @@ def _wrap_async_generator(
                 finally:
                     _detach(token)
                     call.finish(None)
-                    await _flush_async()
+                    await call.flush_async()
                 raise
             except BaseException as exc:
                 to_throw = exc
@@ -755,7 +791,9 @@ def setup_worker() -> None:
         protocol = os.environ.get(PROTOCOL_ENV)
         if protocol:
             kwargs["protocol"] = protocol
-        configure(**kwargs)
+        telemetry = configure(**kwargs)
+        telemetry.tracer_provider.add_span_processor(_FlushLocalRoots())
+        _State.flush_local_roots = True
     except Exception:
         _log.warning("kilostar_otel: tracing setup failed in Ray worker", exc_info=True)
         return
