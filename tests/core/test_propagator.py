@@ -238,6 +238,19 @@ def test_otel_propagators_env_loads_the_entry_point_in_a_fresh_interpreter() -> 
     assert seen["out"] == {"baggage": "kilostar.request_id=req-out", "x-request-id": "req-out"}
 
 
+def test_the_hardened_w3c_propagators_load_by_name() -> None:
+    seen = _run_fresh(
+        """
+        import json
+        from opentelemetry import propagate
+        names = [type(p).__name__ for p in propagate.get_global_textmap()._propagators]
+        print(json.dumps({"names": names}))
+        """,
+        OTEL_PROPAGATORS="kilostar_tracecontext,kilostar_baggage,kilostar",
+    )
+    assert seen["names"] == ["TraceContextPropagator", "BaggagePropagator", "KiloStarPropagator"]
+
+
 def test_importing_kilostar_first_with_the_env_var_set_has_no_import_cycle() -> None:
     seen = _run_fresh(
         """
