@@ -130,7 +130,8 @@ class _Flusher:
     call by at most the timeout, and never piles up threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, export: Callable[[], object]) -> None:
+        self._export = export
         self._cond = threading.Condition()
         self._requested = 0
         self._done = 0
@@ -161,9 +162,7 @@ class _Flusher:
                 self._busy = True
                 self._started_at = time.monotonic()
             try:
-                flush = getattr(trace.get_tracer_provider(), "force_flush", None)
-                if flush is not None:
-                    flush()
+                self._export()
             except Exception:  # noqa: S110 - an exporter failure must not kill the flusher
                 pass
             with self._cond:
@@ -172,7 +171,13 @@ class _Flusher:
                 self._cond.notify_all()
 
 
-_flusher = _Flusher()
+def _force_flush_global() -> None:
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if flush is not None:
+        flush()
+
+
+_flusher = _Flusher(_force_flush_global)
 
 
 def _flush() -> None:
@@ -266,6 +271,8 @@ def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
     try:
         import ray
 
+        if not ray.is_initialized():
+            return attributes  # asking would auto-start a local Ray instance
         runtime = ray.get_runtime_context()
         attributes["ray.job_id"] = runtime.get_job_id()
         task_id = runtime.get_task_id()
