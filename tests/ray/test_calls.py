@@ -19,6 +19,8 @@ from kilostar_otel.viewer import OtlpReceiver
 
 from .workloads import ExplodingSnapshot, Planner, Streamer, Threaded, Untraced, fails
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def planner(ray_cluster: Any) -> Iterator[Any]:

@@ -21,6 +21,8 @@ from kilostar_otel.viewer.receiver import ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def hooked(ray_receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import ray
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -20,6 +21,8 @@ from kilostar_otel.viewer.receiver import ReceivedSpan
 
 from .conftest import PLANNER_SERVICE, WORKER_SERVICE
 from .workloads import Planner, step_a, step_b
+
+pytestmark = pytest.mark.ray
 
 
 def _in_trace(receiver: OtlpReceiver, trace_id: str) -> list[ReceivedSpan]:

@@ -29,6 +29,8 @@ from .workloads import seen
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 _SNAPSHOT_KEYS = ("request_id", "trace_id", "traceparent", "tracestate", "baggage")
 
+pytestmark = pytest.mark.ray
+
 
 def look(tag: str = "") -> dict[str, Any]:
     return seen(tag)
