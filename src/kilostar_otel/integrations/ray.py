@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
 
 __all__ = [
+    "DEFAULT_FLUSH_TIMEOUT",
+    "DEFAULT_SERVICE_NAME",
+    "ENDPOINT_ENV",
+    "FLUSH_TIMEOUT_ENV",
+    "PROTOCOL_ENV",
     "RAY_TRACING_STARTUP_HOOK",
     "SERVICE_NAME_ENV",
     "SETUP_HOOK",
