@@ -8,6 +8,7 @@ with ``grpcio`` (both come with the OTLP exporter) and HTTP with the standard li
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import zlib
 from collections.abc import Callable, Iterable
@@ -124,6 +125,33 @@ def spans_from_request(request: ExportTraceServiceRequest, transport: str) -> li
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     receiver: OtlpReceiver
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        # Open (keep-alive) connections: stop() closes them, or a stopped receiver would go on
+        # accepting spans on connections made before it stopped.
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close every open connection (their handler threads then end)."""
+        with self.connections_lock:
+            connections, self.connections = self.connections, set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A broken client connection is the client's problem: log it quietly, keep serving."""
@@ -281,6 +309,7 @@ class OtlpReceiver:
         if http_server is not None:
             http_server.shutdown()
             http_server.server_close()
+            http_server.close_connections()
         if thread is not None:
             thread.join(timeout=5)
         if grpc_server is not None:
