@@ -20,6 +20,25 @@ REQUEST_ID_ATTRIBUTE: Final = "kilostar.request_id"
 TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 
 
+def _stamp(span: object, key: str, value: str) -> None:
+    """Set a checked string attribute on a span that has just started and is not shared yet.
+
+    Written straight into the SDK's attribute dict when its checks cannot change the outcome (no
+    value-length limit, room for the key), else through ``set_attribute``.
+    """
+    attributes = getattr(span, "_attributes", None)
+    if (
+        type(attributes) is BoundedAttributes
+        and attributes.max_value_len is None
+        and not attributes._immutable
+        and key not in attributes._dict
+        and (attributes.maxlen is None or len(attributes._dict) < attributes.maxlen)
+    ):
+        attributes._dict[key] = value
+    else:
+        span.set_attribute(key, value)  # type: ignore[attr-defined]
+
+
 class KiloStarSpanProcessor(SpanProcessor):
     """Sets ``kilostar.request_id`` and ``kilostar.trace_id`` on spans started while they are bound.
 

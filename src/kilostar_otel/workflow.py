@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
 from opentelemetry import trace
-from opentelemetry.context import Context, attach, get_current
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AttributeValue
 
 from kilostar_otel._version import __version__
-from kilostar_otel.context import _TRACE_ID_KEY, _derive, request_id_from
+from kilostar_otel.context import _TRACE_ID_KEY, _attach, _get_current, request_id_from
 from kilostar_otel.ids import new_trace_id
+from kilostar_otel.processor import _stamp
 
 __all__ = [
     "WORKFLOW_NAME_ATTRIBUTE",
@@ -37,6 +39,8 @@ _TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _tracer: Tracer | None = None
+# One tracer per explicit provider: the SDK's get_tracer() builds a new tracer (and scope) per call.
+_tracers: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
 
 
 def _global_tracer() -> Tracer:
@@ -45,6 +49,20 @@ def _global_tracer() -> Tracer:
         # A ProxyTracer until an SDK provider is installed; it follows the provider afterwards.
         _tracer = trace.get_tracer("kilostar_otel", __version__)
     return _tracer
+
+
+def _tracer_of(provider: TracerProvider) -> Tracer:
+    try:
+        tracer = _tracers.get(provider)
+    except TypeError:  # a provider that cannot be weakly referenced: no cache
+        return provider.get_tracer("kilostar_otel", __version__)
+    if tracer is None:
+        tracer = provider.get_tracer("kilostar_otel", __version__)
+        try:
+            _tracers[provider] = tracer
+        except TypeError:  # pragma: no cover - get() would have raised already
+            pass
+    return tracer
 
 
 def _detach(token: Token[Context]) -> None:
@@ -63,8 +81,10 @@ class _Run:
     def __init__(
         self, name: str, attributes: Mapping[str, AttributeValue] | None, tracer: Tracer
     ) -> None:
-        parent = get_current()
-        request_span = trace.get_current_span(parent)
+        parent = _get_current()
+        request_span = parent.get(_SPAN_KEY)
+        if not isinstance(request_span, Span):
+            request_span = trace.INVALID_SPAN
         request_context = request_span.get_span_context()
         root_attributes: dict[str, AttributeValue] = {
             WORKFLOW_NAME_ATTRIBUTE: name,
@@ -77,10 +97,12 @@ class _Run:
         if request_id:
             root_attributes[_REQUEST_ID_ATTRIBUTE] = request_id
         # Same baggage and ids, but no current span: the root starts a new trace.
-        start_context = _derive(parent, {_SPAN_KEY: None, _TRACE_ID_KEY: None})
+        values = dict(parent)
+        values.pop(_SPAN_KEY, None)
+        values.pop(_TRACE_ID_KEY, None)
         span = tracer.start_span(
             f"invoke_workflow {name}",
-            context=start_context,
+            context=Context(values),
             kind=SpanKind.INTERNAL,
             attributes=root_attributes,
             links=(Link(request_context),) if request_context.is_valid else (),
@@ -90,13 +112,13 @@ class _Run:
         trace_id = (
             format(span_context.trace_id, "032x") if span_context.is_valid else new_trace_id()
         )
-        span.set_attribute(_TRACE_ID_ATTRIBUTE, trace_id)
-        if request_span.is_recording() and span_context.is_valid:
+        _stamp(span, _TRACE_ID_ATTRIBUTE, trace_id)
+        if span_context.is_valid and request_span.is_recording():
             request_span.add_link(span_context)
             request_span.add_event(WORKFLOW_STARTED_EVENT, {_TRACE_ID_ATTRIBUTE: trace_id})
         self.span: Span = span
         self.trace_id = trace_id
-        self.context = _derive(parent, {_SPAN_KEY: span, _TRACE_ID_KEY: trace_id})
+        self.context = Context({**parent, _SPAN_KEY: span, _TRACE_ID_KEY: trace_id})
 
     def finish(self, exc: BaseException | None) -> None:
         span = self.span
@@ -145,11 +167,8 @@ class Workflow:
         return self._run.span if self._run is not None else trace.INVALID_SPAN
 
     def _start(self, name: str | None = None) -> _Run:
-        tracer = (
-            _global_tracer()
-            if self._tracer_provider is None
-            else self._tracer_provider.get_tracer("kilostar_otel", __version__)
-        )
+        provider = self._tracer_provider
+        tracer = _global_tracer() if provider is None else _tracer_of(provider)
         return _Run(name or self.name, self._attributes, tracer)
 
     # -- context manager ----------------------------------------------------------------------
@@ -158,7 +177,7 @@ class Workflow:
         if self._run is not None:
             raise RuntimeError(f"workflow {self.name!r} is already active; call workflow() again")
         run = self._start()
-        self._token = attach(run.context)
+        self._token = _attach(run.context)
         self._run = run
         self._trace_id = run.trace_id
         return self
@@ -205,7 +224,7 @@ class Workflow:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             run = self._start(name)
-            token = attach(run.context)
+            token = _attach(run.context)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
@@ -222,7 +241,7 @@ class Workflow:
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             run = self._start(name)
-            token = attach(run.context)
+            token = _attach(run.context)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
@@ -247,7 +266,7 @@ class Workflow:
             to_send: Any = None
             to_throw: BaseException | None = None
             while True:
-                token = attach(run.context)
+                token = _attach(run.context)
                 try:
                     item = gen.send(to_send) if to_throw is None else gen.throw(to_throw)
                 except StopIteration as stop:
@@ -262,7 +281,7 @@ class Workflow:
                 try:
                     to_send = yield item
                 except GeneratorExit:
-                    token = attach(run.context)
+                    token = _attach(run.context)
                     try:
                         gen.close()
                     finally:
@@ -284,7 +303,7 @@ class Workflow:
             to_send: Any = None
             to_throw: BaseException | None = None
             while True:
-                token = attach(run.context)
+                token = _attach(run.context)
                 try:
                     if to_throw is None:
                         item = await agen.asend(to_send)
@@ -302,7 +321,7 @@ class Workflow:
                 try:
                     to_send = yield item
                 except GeneratorExit:
-                    token = attach(run.context)
+                    token = _attach(run.context)
                     try:
                         await agen.aclose()
                     finally:
