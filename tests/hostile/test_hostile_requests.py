@@ -301,3 +301,28 @@ def test_each_hostile_request_is_answered_as_documented_and_nothing_leaks(
     after = raw_get(port, _id(b"req-after"))
     assert after.status == 200
     assert json.loads(after.body)["request_id"] == "req-after"
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    [
+        "k1=" + "v" * 4000 + ",k2=" + "v" * 4000 + ",k3=" + "v" * 150,  # 8,161 bytes
+        ",".join(f"k{i}=v" for i in range(180)),  # 180 members
+    ],
+    ids=["8KB", "180-members"],
+)
+def test_a_full_incoming_baggage_does_not_hide_the_chosen_id_from_otel_inside(
+    incoming: str, serve_asgi: Callable[..., AsgiServer], spans: Any
+) -> None:
+    # OpenTelemetry's middleware *inside* ours, with OpenTelemetry's default propagators (W3C
+    # baggage drops a header over 8,192 bytes and reads 180 members at most): the rewritten
+    # baggage must still carry the chosen id, so the app and its spans see it.
+    app = asgi.RequestIdMiddleware(
+        AsgiOtel(Starlette(routes=[Route("/", asgi_view)])), trust_incoming=False
+    )
+    port = serve_asgi(app).port
+    response = raw_get(port, b"baggage: " + incoming.encode() + b"\r\n")
+    assert response.status == 200
+    chosen = dict(response.headers)[b"x-request-id"].decode()
+    assert json.loads(response.body)["request_id"] == chosen
+    assert _server_span(spans).attributes["kilostar.request_id"] == chosen

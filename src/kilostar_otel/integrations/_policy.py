@@ -145,7 +145,8 @@ def baggage_with_request_id(
 
     Used to rewrite the request as the application sees it, so that an instrumentation placed
     inside the middleware (which extracts again from the headers) reads the chosen id. With
-    ``allowed``, incoming members whose key (as written) is not in it are dropped too.
+    ``allowed``, incoming members whose key (as written) is not in it are dropped too. Ours comes
+    last (the last duplicate wins) and the result stays within the W3C limits.
     """
     members = []
     for line in baggage_lines:
@@ -158,7 +159,29 @@ def baggage_with_request_id(
             if key != BAGGAGE_KEY and member.strip(" \t") and (allowed is None or key in allowed):
                 members.append(member)
     if _PLAIN_VALUE_RE.fullmatch(request_id) is not None:
-        members.append(f"{BAGGAGE_KEY}={request_id}")
+        ours = f"{BAGGAGE_KEY}={request_id}"
     else:
-        members.append(_w3c.format_baggage({BAGGAGE_KEY: request_id}))
-    return ",".join(members)
+        ours = _w3c.format_baggage({BAGGAGE_KEY: request_id})
+    header = ",".join([*members, ours])
+    if len(header) <= _w3c.BAGGAGE_MAX_BYTES and header.count(",") < _w3c.BAGGAGE_MAX_MEMBERS:
+        return header
+    return _fit(members, ours)
+
+
+def _fit(members: list[str], ours: str) -> str:
+    """Incoming members, from the first, that fit the W3C limits with ours as the last member.
+
+    A parser drops what lies past 8,192 bytes or 180 members (OpenTelemetry's drops the whole
+    header past 8,192), so without this an oversized incoming header would hide the chosen id.
+    """
+    kept: list[str] = []
+    length = len(ours)
+    for line in members:
+        for member in line.split(","):
+            if not member.strip(" \t"):
+                continue
+            length += len(member) + 1
+            if len(kept) >= _w3c.BAGGAGE_MAX_MEMBERS - 1 or length > _w3c.BAGGAGE_MAX_BYTES:
+                return ",".join([*kept, ours])
+            kept.append(member)
+    return ",".join([*kept, ours])
