@@ -116,3 +116,29 @@ def test_inject_writes_only_safe_bounded_headers_that_parse_back(
     # ... and the request id survives whenever it is valid.
     if is_valid_request_id(request_id):
         assert parsed.get("kilostar.request_id") == request_id
+
+
+class _Hostile:
+    """A header value that raises from everything a parser might call on it."""
+
+    def _boom(self, *args: Any) -> Any:
+        raise RuntimeError("hostile value")
+
+    __str__ = __repr__ = __iter__ = __len__ = __eq__ = __hash__ = __getitem__ = _boom  # type: ignore[assignment]
+    lower = strip = split = decode = encode = _boom
+
+
+ANY_KEYS: st.SearchStrategy[Any] = (
+    HEADER_NAMES | st.integers() | st.binary(max_size=12) | st.none() | st.tuples(st.integers())
+)
+ANY_VALUES: st.SearchStrategy[Any] = VALUES | st.builds(_Hostile) | st.lists(st.builds(_Hostile))
+
+
+@given(st.lists(st.tuples(ANY_KEYS, ANY_VALUES), max_size=8))
+def test_extract_never_raises_for_any_keys_or_hostile_values(items: list[tuple[Any, Any]]) -> None:
+    carrier: dict[Any, Any] = {}
+    for key, value in items:
+        carrier[key] = value
+    for propagator in (default_propagator(), KiloStarPropagator()):
+        request_id = get_request_id(propagator.extract(carrier, context.Context()))
+        assert request_id == "" or is_valid_request_id(request_id)
