@@ -1,0 +1,280 @@
+"""A fast OTLP trace encoder: finished spans straight to ``ExportTraceServiceRequest`` bytes.
+
+The OTLP exporters build one protobuf object per span, attribute and value, and hash every span's
+resource through ``json.dumps``; in a Python process that shares one core between the application
+and its exporter, that is most of the export cost. This writes the protobuf wire format directly
+and produces the message the SDK's ``encode_spans`` produces (same fields, same grouping by
+resource and scope). Anything it does not handle exactly the same way (a value the SDK would log
+and skip, an integer out of int64 range, an unencodable string) raises
+:class:`UnsupportedSpanError`, and the caller falls back to the SDK's encoder for that batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from struct import Struct
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+__all__ = ["UnsupportedSpanError", "encode_trace_request", "grpc_span_exporter_class"]
+
+_FIXED64: Final = Struct("<Q").pack
+_DOUBLE: Final = Struct("<d").pack
+_FIXED32: Final = Struct("<I").pack
+_ONE_BYTE: Final = tuple(bytes((n,)) for n in range(128))
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+
+# Span flags as the SDK sets them: "has is_remote" always, "is_remote" for a remote parent/link.
+_FLAGS_LOCAL: Final = b"\x85\x01" + _FIXED32(0x100)
+_FLAGS_REMOTE: Final = b"\x85\x01" + _FIXED32(0x300)
+_LINK_FLAGS_LOCAL: Final = b"\x35" + _FIXED32(0x100)
+_LINK_FLAGS_REMOTE: Final = b"\x35" + _FIXED32(0x300)
+# SpanKind.INTERNAL..CONSUMER (0..4) are the protobuf enum values 1..5, field 6.
+_KINDS: Final = tuple(b"\x30" + _ONE_BYTE[n + 1] for n in range(5))
+_EMPTY_STATUS: Final = b"\x7a\x00"
+
+
+class UnsupportedSpanError(ValueError):
+    """The batch holds something only the SDK's encoder handles the SDK's way."""
+
+
+def _varint(n: int) -> bytes:
+    if 0 <= n < 128:
+        return _ONE_BYTE[n]
+    if n < 0:
+        n += 1 << 64  # int64 two's complement, ten bytes
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field."""
+    size = len(payload)
+    return tag + (_ONE_BYTE[size] if size < 128 else _varint(size)) + payload
+
+
+def _string(tag: bytes, value: str) -> bytes:
+    try:
+        return _field(tag, value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UnsupportedSpanError("string is not UTF-8 encodable") from None
+
+
+def _any_value(value: object) -> bytes:
+    """An ``AnyValue`` body, with the SDK's order of type checks."""
+    kind = type(value)
+    if kind is str:
+        return _string(b"\x0a", value)  # type: ignore[arg-type]
+    if kind is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if kind is int:
+        if not _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]
+            raise UnsupportedSpanError("integer out of int64 range")
+        return b"\x18" + _varint(value)  # type: ignore[arg-type]
+    if kind is float:
+        return b"\x21" + _DOUBLE(value)
+    return _any_value_slow(value)
+
+
+def _any_value_slow(value: object) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _string(b"\x0a", str.__str__(value))
+    if isinstance(value, int):
+        number = int(value)
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise UnsupportedSpanError("integer out of int64 range")
+        return b"\x18" + _varint(number)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(float(value))
+    if isinstance(value, bytes):
+        return _field(b"\x3a", bytes(value))
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(v)) for v in value))
+    if isinstance(value, Mapping):
+        return _field(b"\x32", b"".join(_key_value(b"\x0a", str(k), v) for k, v in value.items()))
+    raise UnsupportedSpanError(f"attribute value of type {type(value).__name__}")
+
+
+def _key_value(tag: bytes, key: str, value: object) -> bytes:
+    body = _field(b"\x12", _any_value(value))
+    if key:
+        body = _string(b"\x0a", key) + body
+    return _field(tag, body)
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
+    if not attributes:
+        return b""
+    return b"".join(_key_value(tag, key, value) for key, value in attributes.items())
+
+
+def _uint(tag: bytes, value: int) -> bytes:
+    return tag + _varint(value) if value else b""
+
+
+def _trace_state(tag: bytes, trace_state: Any) -> bytes:
+    if trace_state is None:
+        return b""
+    header = ",".join([f"{key}={value}" for key, value in trace_state.items()])
+    return _string(tag, header) if header else b""
+
+
+def _span(span: Any) -> bytes:
+    context = span.context
+    parent = span.parent
+    parts = [
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
+    ]
+    if context.trace_state:
+        parts.append(_trace_state(b"\x1a", context.trace_state))
+    if parent is not None:
+        parts.append(b"\x22\x08")
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    name = span.name
+    if name:
+        parts.append(_string(b"\x2a", name))
+    parts.append(_KINDS[span.kind.value])
+    start, end = span.start_time, span.end_time
+    if start:
+        parts.append(b"\x39" + _FIXED64(start))
+    if end:
+        parts.append(b"\x41" + _FIXED64(end))
+    attributes = span.attributes
+    if attributes:
+        parts.append(_attributes(b"\x4a", attributes))
+    parts.append(_uint(b"\x50", span.dropped_attributes))
+    for event in span.events:
+        body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
+        if event.name:
+            body += _string(b"\x12", event.name)
+        body += _attributes(b"\x1a", event.attributes)
+        body += _uint(b"\x20", event.dropped_attributes)
+        parts.append(_field(b"\x5a", body))
+    parts.append(_uint(b"\x60", span.dropped_events))
+    for link in span.links:
+        linked = link.context
+        body = (
+            b"\x0a\x10"
+            + linked.trace_id.to_bytes(16, "big")
+            + b"\x12\x08"
+            + linked.span_id.to_bytes(8, "big")
+            + _attributes(b"\x22", link.attributes)
+            + _uint(b"\x28", link.dropped_attributes)
+            + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
+        )
+        parts.append(_field(b"\x6a", body))
+    parts.append(_uint(b"\x70", span.dropped_links))
+    status = span.status
+    if status is not None:
+        code = status.status_code.value
+        description = status.description
+        if code or description:
+            body = (_string(b"\x12", description) if description else b"") + _uint(b"\x18", code)
+            parts.append(_field(b"\x7a", body))
+        else:
+            parts.append(_EMPTY_STATUS)
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    return _field(b"\x12", b"".join(parts))  # ScopeSpans.spans
+
+
+def _scope(scope: Any) -> bytes:
+    if scope is None:
+        return b"\x0a\x00"
+    body = b""
+    if scope.name:
+        body += _string(b"\x0a", scope.name)
+    if scope.version:
+        body += _string(b"\x12", scope.version)
+    body += _attributes(b"\x1a", scope.attributes)
+    return _field(b"\x0a", body)
+
+
+def _find(groups: list[Any], key: object) -> int:
+    for index, known in enumerate(groups):
+        if known is key or known == key:
+            return index
+    groups.append(key)
+    return len(groups) - 1
+
+
+def encode_trace_request(spans: Sequence[Any]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for ``spans`` (SDK ``ReadableSpan`` objects).
+
+    Raises :class:`UnsupportedSpanError` when the SDK's encoder must handle the batch instead.
+    """
+    resources: list[Any] = []
+    scopes: list[list[Any]] = []
+    grouped: list[list[list[bytes]]] = []
+    seen: dict[tuple[int, int], tuple[int, int]] = {}
+    try:
+        for span in spans:
+            resource = span.resource
+            scope = span.instrumentation_scope or None
+            ids = (id(resource), id(scope))
+            where = seen.get(ids)
+            if where is None:
+                r = _find(resources, resource)
+                if r == len(scopes):
+                    scopes.append([])
+                    grouped.append([])
+                s = _find(scopes[r], scope)
+                if s == len(grouped[r]):
+                    grouped[r].append([])
+                where = seen[ids] = (r, s)
+            grouped[where[0]][where[1]].append(_span(span))
+        out = []
+        for resource, resource_scopes, encoded in zip(resources, scopes, grouped, strict=True):
+            body = _field(b"\x0a", _attributes(b"\x0a", resource.attributes))
+            for scope, scope_spans in zip(resource_scopes, encoded, strict=True):
+                scope_body = _scope(scope) + b"".join(scope_spans)
+                schema_url = scope.schema_url if scope is not None else None
+                if schema_url:
+                    scope_body += _string(b"\x1a", schema_url)
+                body += _field(b"\x12", scope_body)
+            if resource.schema_url:
+                body += _string(b"\x1a", resource.schema_url)
+            out.append(_field(b"\x0a", body))
+        return b"".join(out)
+    except UnsupportedSpanError:
+        raise
+    except Exception as exc:  # a span shaped unlike the SDK's: let the SDK encode it
+        raise UnsupportedSpanError(f"{type(exc).__name__} while encoding") from None
+
+
+@functools.cache
+def grpc_span_exporter_class() -> type[OTLPSpanExporter]:
+    """The SDK's OTLP/gRPC span exporter, encoding with :func:`encode_trace_request`.
+
+    Only the encoding step changes (retries, TLS, headers, compression and timeouts are the SDK's);
+    a batch the fast encoder does not handle goes through the SDK's own encoder.
+    """
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    class FastOTLPSpanExporter(OTLPSpanExporter):
+        """``OTLPSpanExporter`` with the fast encoder."""
+
+        def _translate_data(self, data: Sequence[Any]) -> ExportTraceServiceRequest:
+            try:
+                return ExportTraceServiceRequest.FromString(encode_trace_request(data))
+            except UnsupportedSpanError:
+                return super()._translate_data(data)
+
+    return FastOTLPSpanExporter
