@@ -11,7 +11,8 @@ rounds the back end is switched on the same port between
 * ``blackhole``: a socket accepts connections and never answers (each export waits its timeout).
 
 Rounds alternate the arms so that drift of the machine does not favour one. Run with
-``python -m benchmarks.bench_outage`` (``--help`` for sizes; ``--json PATH`` writes the results).
+``python -m benchmarks.bench_outage`` (``--help`` for sizes; ``--json PATH`` writes the results;
+``--quick`` checks the tooling).
 """
 
 from __future__ import annotations
@@ -217,12 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=[*PROTOCOLS, "both"], default="both")
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument(
+        "--quick", action="store_true", help="one short round (to check the tooling)"
+    )
+    parser.add_argument(
         "--serve", nargs=2, metavar=("ENDPOINT", "PROTOCOL"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.serve:
         serve(*args.serve)
         return 0
+    if args.quick:
+        args.requests, args.rounds, args.warmup = 50, 1, 5
     results: dict[str, Any] = {}
     for protocol in PROTOCOLS if args.protocol == "both" else (args.protocol,):
         run = run_protocol(protocol, args.requests, args.rounds, args.warmup)
