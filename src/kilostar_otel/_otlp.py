@@ -16,12 +16,15 @@ from collections.abc import Mapping, Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry.trace import SpanKind, StatusCode
+
 if TYPE_CHECKING:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
 __all__ = ["UnsupportedSpanError", "encode_trace_request", "grpc_span_exporter_class"]
 
 _FIXED64: Final = Struct("<Q").pack
+_START_END: Final = Struct("<BQBQ").pack  # fields 7 and 8, both fixed64
 _DOUBLE: Final = Struct("<d").pack
 _FIXED32: Final = Struct("<I").pack
 _ONE_BYTE: Final = tuple(bytes((n,)) for n in range(128))
@@ -35,7 +38,16 @@ _LINK_FLAGS_LOCAL: Final = b"\x35" + _FIXED32(0x100)
 _LINK_FLAGS_REMOTE: Final = b"\x35" + _FIXED32(0x300)
 # SpanKind.INTERNAL..CONSUMER (0..4) are the protobuf enum values 1..5, field 6.
 _KINDS: Final = tuple(b"\x30" + _ONE_BYTE[n + 1] for n in range(5))
+_KIND_INTERNAL: Final = _KINDS[0]
+_INTERNAL: Final = SpanKind.INTERNAL
+_UNSET: Final = StatusCode.UNSET
 _EMPTY_STATUS: Final = b"\x7a\x00"
+# Encoded attribute keys, and string values (as the KeyValue's value field), seen recently: spans
+# of one request repeat their keys and most of their values (the request id, a route).
+_KEYS: dict[str, bytes] = {}
+_STRINGS: dict[str, bytes] = {}
+_CACHE_SIZE: Final = 4096
+_CACHED_STRING_LENGTH: Final = 256
 
 
 class UnsupportedSpanError(ValueError):
@@ -117,7 +129,29 @@ def _key_value(tag: bytes, key: str, value: object) -> bytes:
 def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
     if not attributes:
         return b""
-    return b"".join(_key_value(tag, key, value) for key, value in attributes.items())
+    out = []
+    keys, strings = _KEYS, _STRINGS
+    for key, value in attributes.items():
+        encoded_key = keys.get(key)
+        if encoded_key is None:
+            encoded_key = _string(b"\x0a", key) if key else b""
+            if len(keys) >= _CACHE_SIZE:
+                keys.clear()
+            keys[key] = encoded_key
+        if type(value) is str:
+            encoded_value = strings.get(value)
+            if encoded_value is None:
+                encoded_value = _field(b"\x12", _string(b"\x0a", value))
+                if len(value) <= _CACHED_STRING_LENGTH:
+                    if len(strings) >= _CACHE_SIZE:
+                        strings.clear()
+                    strings[value] = encoded_value
+        else:
+            encoded_value = _field(b"\x12", _any_value(value))
+        body = encoded_key + encoded_value
+        size = len(body)
+        out.append(tag + (_ONE_BYTE[size] if size < 128 else _varint(size)) + body)
+    return b"".join(out)
 
 
 def _uint(tag: bytes, value: int) -> bytes:
@@ -148,16 +182,22 @@ def _span(span: Any) -> bytes:
     name = span.name
     if name:
         parts.append(_string(b"\x2a", name))
-    parts.append(_KINDS[span.kind.value])
+    kind = span.kind
+    parts.append(_KIND_INTERNAL if kind is _INTERNAL else _KINDS[kind.value])
     start, end = span.start_time, span.end_time
-    if start:
-        parts.append(b"\x39" + _FIXED64(start))
-    if end:
-        parts.append(b"\x41" + _FIXED64(end))
+    if start and end:
+        parts.append(_START_END(0x39, start, 0x41, end))
+    else:
+        if start:
+            parts.append(b"\x39" + _FIXED64(start))
+        if end:
+            parts.append(b"\x41" + _FIXED64(end))
     attributes = span.attributes
     if attributes:
         parts.append(_attributes(b"\x4a", attributes))
-    parts.append(_uint(b"\x50", span.dropped_attributes))
+    dropped = span.dropped_attributes
+    if dropped:
+        parts.append(_uint(b"\x50", dropped))
     for event in span.events:
         body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
         if event.name:
@@ -165,7 +205,9 @@ def _span(span: Any) -> bytes:
         body += _attributes(b"\x1a", event.attributes)
         body += _uint(b"\x20", event.dropped_attributes)
         parts.append(_field(b"\x5a", body))
-    parts.append(_uint(b"\x60", span.dropped_events))
+    dropped = span.dropped_events
+    if dropped:
+        parts.append(_uint(b"\x60", dropped))
     for link in span.links:
         linked = link.context
         body = (
@@ -178,12 +220,16 @@ def _span(span: Any) -> bytes:
             + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
         )
         parts.append(_field(b"\x6a", body))
-    parts.append(_uint(b"\x70", span.dropped_links))
+    dropped = span.dropped_links
+    if dropped:
+        parts.append(_uint(b"\x70", dropped))
     status = span.status
     if status is not None:
-        code = status.status_code.value
+        code_enum = status.status_code
         description = status.description
-        if code or description:
+        if code_enum is _UNSET and not description:
+            parts.append(_EMPTY_STATUS)
+        elif (code := code_enum.value) or description:
             body = (_string(b"\x12", description) if description else b"") + _uint(b"\x18", code)
             parts.append(_field(b"\x7a", body))
         else:
