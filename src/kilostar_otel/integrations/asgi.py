@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
-from opentelemetry import trace
-from opentelemetry.context import attach, get_current
+from opentelemetry.trace import Span
+from opentelemetry.trace.propagation import _SPAN_KEY
 
-from kilostar_otel.context import context_with_request_id
+from kilostar_otel.context import _attach, _get_current, _reset_var, context_with_request_id
 from kilostar_otel.ids import is_valid_request_id, new_request_id
 from kilostar_otel.integrations._policy import (
+    _PLAIN_VALUE_RE,
     RequestIdPolicy,
     allowlist_from,
     baggage_with_request_id,
@@ -40,6 +41,7 @@ _STARTS: Final = frozenset(
     {"http.response.start", "websocket.accept", "websocket.http.response.start"}
 )
 _ERROR_BODY: Final = b"Internal Server Error"
+_PLAIN_BAGGAGE_PREFIX: Final = b"kilostar.request_id="
 
 
 class RequestIdMiddleware:
@@ -97,17 +99,18 @@ class RequestIdMiddleware:
         name = self._name
         id_lines: list[str] = []
         baggage_lines: list[str] = []
-        others: list[tuple[bytes, bytes]] = []  # the other headers, for the rewrite
+        others: list[Any] = []  # the other headers (as they came), for the rewrite
         rewrite = self._update
         try:
-            for key, value in scope.get("headers") or ():
+            for pair in scope.get("headers") or ():
+                key, value = pair
                 lowered = key.lower()
                 if lowered == name:
                     id_lines.append(value.decode("latin-1"))
                 elif lowered == _BAGGAGE:
                     baggage_lines.append(value.decode("latin-1"))
                 else:
-                    others.append((key, value))
+                    others.append(pair)
         except Exception:
             # Malformed headers (not byte pairs): no incoming id, and the request is left as is.
             id_lines, baggage_lines, rewrite = [], [], False
@@ -115,18 +118,24 @@ class RequestIdMiddleware:
         encoded = request_id.encode("ascii")
 
         allowed = self._allowed
-        ctx = context_with_request_id(
-            context_with_allowed_baggage(get_current(), allowed), request_id
-        )
-        span = trace.get_current_span(ctx)
-        if span.is_recording():
+        current = _get_current()
+        if allowed is not None:
+            current = context_with_allowed_baggage(current, allowed)
+        ctx = context_with_request_id(current, request_id)
+        span = ctx.get(_SPAN_KEY)
+        if span is not None and isinstance(span, Span) and span.is_recording():
             # An instrumentation outside us started the server span from the raw headers.
             span.set_attribute(_ATTRIBUTE, request_id)
         if rewrite:
             # The app (and any instrumentation inside us) sees the chosen id, in both places.
             others.append((name, encoded))
-            baggage = baggage_with_request_id(baggage_lines, request_id, allowed)
-            others.append((_BAGGAGE, baggage.encode("latin-1")))
+            if baggage_lines or allowed is not None or not _PLAIN_VALUE_RE.fullmatch(request_id):
+                baggage = baggage_with_request_id(baggage_lines, request_id, allowed).encode(
+                    "latin-1"
+                )
+            else:  # the common case, without a call: nothing to merge, nothing to encode
+                baggage = _PLAIN_BAGGAGE_PREFIX + encoded
+            others.append((_BAGGAGE, baggage))
             scope = {**scope, "headers": others}
 
         echo = self._echo
@@ -140,7 +149,7 @@ class RequestIdMiddleware:
                     message = _with_header(message, name, encoded)
             await send(message)
 
-        token = attach(ctx)
+        token = _attach(ctx)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -149,18 +158,28 @@ class RequestIdMiddleware:
             raise
         finally:
             try:
-                token.var.reset(token)
+                _reset_var(token)
             except ValueError:  # pragma: no cover - only if the app switched contexts under us
                 pass
 
 
 def _with_header(message: Message, name: bytes, value: bytes) -> Message:
     """A copy of ``message`` whose headers hold exactly one ``name: value``."""
-    headers = []
-    for key, item in message.get("headers") or ():
+    headers = list(message.get("headers") or ())
+    for key, _ in headers:
         lowered = key.lower() if type(key) is bytes else str(key).lower().encode("latin-1")
-        if lowered != name:
-            headers.append((key, item))
+        if lowered == name:  # the app set it too: ours replaces every such line
+            headers = [
+                pair
+                for pair in headers
+                if (
+                    pair[0].lower()
+                    if type(pair[0]) is bytes
+                    else str(pair[0]).lower().encode("latin-1")
+                )
+                != name
+            ]
+            break
     headers.append((name, value))
     return {**message, "headers": headers}
 
