@@ -14,7 +14,7 @@ workload under both measurements, is::
 
     KILOSTAR_MEMORY_REQUESTS=1000000 .venv/bin/pytest tests/hostile/test_memory.py -s
 
-(about 15 minutes on one core: the traced million workflows dominate).
+(about 10 minutes: the traced million workflows dominate).
 """
 
 from __future__ import annotations
