@@ -208,3 +208,17 @@ def test_a_busy_grpc_port_is_a_clear_error(receiver: OtlpReceiver) -> None:
     busy = int(receiver.grpc_endpoint.rsplit(":", 1)[1])
     with pytest.raises(OSError, match="gRPC"):
         OtlpReceiver(grpc_port=busy).start()
+
+
+def test_drain_requests_hands_over_and_forgets() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    with OtlpReceiver() as receiver:
+        request = ExportTraceServiceRequest()
+        receiver._accept(request, "grpc")
+        receiver._accept(request, "http")
+        assert len(receiver.drain_requests()) == 2
+        assert receiver.requests == []
+        assert receiver.drain_requests() == []

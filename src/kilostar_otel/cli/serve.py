@@ -71,14 +71,13 @@ def run_serve(
 
     def write_new() -> None:
         nonlocal written
+        # The grouper got every span through on_spans: the receiver need not keep them.
         if writer is None:
-            # The grouper got every span through on_spans: the receiver need not keep them.
             receiver.clear()
             return
-        requests = receiver.requests
-        for request in requests[written:]:
+        for request in receiver.drain_requests():
             writer.write(request)
-        written = len(requests)
+            written += 1
 
     previous = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is threading.main_thread():

@@ -387,6 +387,16 @@ class OtlpReceiver:
                 )
             return list(self._spans)
 
+    def drain_requests(self) -> list[ExportTraceServiceRequest]:
+        """Return the raw requests received so far and forget them and their spans, atomically.
+
+        For long-running consumers (``kilostar-otel serve --out``): memory stays bounded.
+        """
+        with self._cond:
+            drained, self._requests = self._requests, []
+            self._spans.clear()
+            return drained
+
     def clear(self) -> None:
         """Forget every span and request received so far."""
         with self._cond:
