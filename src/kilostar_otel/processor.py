@@ -9,10 +9,18 @@ from __future__ import annotations
 from typing import Final
 
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from kilostar_otel.context import _TRACE_ID_KEY, _get_current, request_id_from
+from kilostar_otel.context import (
+    _BOUND_REQUEST_ID_KEY,
+    _TRACE_ID_KEY,
+    BAGGAGE_KEY,
+    _get_current,
+    request_id_from,
+)
+from kilostar_otel.ids import is_valid_request_id
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor"]
 
@@ -50,14 +58,22 @@ class KiloStarSpanProcessor(SpanProcessor):
         """Stamp the ids on ``span``."""
         try:
             ctx = _get_current() if parent_context is None else parent_context
-            request_id = request_id_from(ctx)
+            # request_id_from(ctx), inlined: this runs for every span.
+            request_id = ""
+            bag = ctx.get(_BAGGAGE_KEY)
+            if bag and type(bag) is dict:
+                value = bag.get(BAGGAGE_KEY)
+                if value is not None and (
+                    value == ctx.get(_BOUND_REQUEST_ID_KEY) or is_valid_request_id(value)
+                ):
+                    request_id = value if type(value) is str else str(value)
             trace_id = ctx.get(_TRACE_ID_KEY)
             if parent_context is not None and (not request_id or not trace_id):
                 current = _get_current()
                 request_id = request_id or request_id_from(current)
                 trace_id = trace_id or current.get(_TRACE_ID_KEY)
-            if type(trace_id) is not str:
-                trace_id = ""
+            if trace_id is not None and type(trace_id) is not str:
+                trace_id = None
             if not request_id and not trace_id:
                 return
             attributes = getattr(span, "_attributes", None)
