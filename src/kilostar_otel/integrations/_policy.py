@@ -18,7 +18,7 @@ from opentelemetry.context import Context
 
 from kilostar_otel import _w3c
 from kilostar_otel.context import BAGGAGE_KEY
-from kilostar_otel.ids import new_request_id
+from kilostar_otel.ids import is_valid_request_id, new_request_id
 
 __all__ = [
     "RequestIdPolicy",
@@ -37,7 +37,14 @@ _PLAIN_VALUE_RE: Final = re.compile(r"[A-Za-z0-9\-_.:/=@]+")
 class RequestIdPolicy:
     """Chooses the request id for one request: trusted valid incoming id, else a generated one."""
 
-    __slots__ = ("generator", "header", "trust_incoming", "validator")
+    __slots__ = (
+        "_default_generator",
+        "_default_validator",
+        "generator",
+        "header",
+        "trust_incoming",
+        "validator",
+    )
 
     def __init__(
         self,
@@ -55,9 +62,15 @@ class RequestIdPolicy:
         self.generator = generator
         self.validator = validator
         self.trust_incoming = bool(trust_incoming)
+        # The defaults only ever accept or make visible ASCII within the length limit, so the
+        # header-safety check is implied for them (a per-request saving).
+        self._default_validator = validator is is_valid_request_id
+        self._default_generator = generator is new_request_id
 
     def accepts(self, value: object) -> bool:
         """True if ``value`` is an id we may bind, log and echo (never raises)."""
+        if self._default_validator:
+            return is_valid_request_id(value)
         try:
             return (
                 type(value) is str
@@ -71,9 +84,14 @@ class RequestIdPolicy:
         """The trusted incoming id: the header's single valid value, else valid baggage."""
         if not self.trust_incoming:
             return None
-        value = _single(header_lines)
+        if type(header_lines) is list and len(header_lines) == 1 and "," not in header_lines[0]:
+            value: str | None = header_lines[0].strip(" \t")  # _single() of the usual one line
+        else:
+            value = _single(header_lines)
         if value is not None and self.accepts(value):
             return value
+        if not baggage_lines:
+            return None
         lines = [line for line in baggage_lines if BAGGAGE_KEY in line]
         if lines:
             value = _w3c.baggage_value(",".join(lines), BAGGAGE_KEY)
@@ -87,6 +105,8 @@ class RequestIdPolicy:
         The generator is the app's own code, so its ids skip ``validator`` (meant for incoming
         ids) but must still be 1-1024 visible ASCII characters to reach a header.
         """
+        if self._default_generator:
+            return new_request_id()
         try:
             value = self.generator()
         except Exception:
