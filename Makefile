@@ -25,5 +25,8 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest
 
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

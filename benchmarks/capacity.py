@@ -1,0 +1,403 @@
+"""Export capacity: spans per second delivered to a real OTLP receiver, ours vs the SDK default.
+
+Two arms, each a ``TracerProvider`` with ``KiloStarSpanProcessor`` exporting over OTLP/gRPC on
+loopback to :class:`~kilostar_otel.viewer.receiver.OtlpReceiver` (in its own process, counting
+spans per ``service.name``):
+
+- ``sdk_default``: the SDK's ``BatchSpanProcessor`` with its defaults and the SDK's
+  ``OTLPSpanExporter`` (what wiring the SDK by hand gives);
+- ``kilostar``: ``configure(set_global=False)`` with its defaults.
+
+Measured, alternating the arms at each step: the highest paced span rate (rates raised by 25% a
+step) at which every span arrives; the delivered fraction of a tight loop of 100,000 spans; and,
+in a fresh process per arm, resident memory growth (peak and after) over 1,000,000 spans in a
+tight loop. ``python -m benchmarks.capacity --json out.json`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "run"]
+
+ARMS = ("sdk_default", "kilostar")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how hard to push."""
+
+    start_rate: float = 4000.0
+    step: float = 1.25
+    max_rate: float = 80000.0
+    seconds: float = 5.0
+    tight_spans: int = 100_000
+    memory_spans: int = 1_000_000
+
+    @classmethod
+    def quick(cls) -> Settings:
+        """A smoke run: a couple of low rates, small loops (seconds in all)."""
+        return cls(
+            start_rate=400.0,
+            step=2.0,
+            max_rate=800.0,
+            seconds=0.4,
+            tight_spans=2_000,
+            memory_spans=5_000,
+        )
+
+
+# -- the receiver, in its own process -------------------------------------------------------------
+
+
+def _serve_receiver() -> None:
+    """Child process: an OtlpReceiver that counts spans per service.name and keeps none."""
+    from kilostar_otel.viewer.receiver import OtlpReceiver, ReceivedSpan
+
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+    receiver: OtlpReceiver | None = None
+
+    def on_spans(spans: list[ReceivedSpan]) -> None:
+        arrived = Counter(str(s.resource.get("service.name", "")) for s in spans)
+        with lock:
+            counts.update(arrived)
+        if receiver is not None:
+            receiver.clear()  # counted: keep no spans, so a million cost no memory here
+
+    receiver = OtlpReceiver(on_spans=on_spans).start()
+    print(receiver.grpc_endpoint, flush=True)
+    try:
+        for line in sys.stdin:
+            command, _, name = line.strip().partition(" ")
+            if command == "count":
+                with lock:
+                    print(counts.get(name, 0), flush=True)
+    finally:
+        receiver.stop()
+
+
+class ReceiverProcess:
+    """The receiver child process: ``count(service)`` asks how many spans arrived for it."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.capacity", "--receiver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert self._proc.stdout is not None
+        self.endpoint = self._proc.stdout.readline().strip()
+        if not self.endpoint:
+            self.close()
+            raise RuntimeError("the OTLP receiver process did not start")
+
+    def count(self, service: str) -> int:
+        """Spans received so far for ``service``."""
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(f"count {service}\n")
+        self._proc.stdin.flush()
+        return int(self._proc.stdout.readline())
+
+    def wait_for(self, service: str, expected: int, timeout: float = 15.0) -> int:
+        """Wait until ``expected`` spans arrived (or nothing more arrives for 2 s); the count."""
+        deadline = time.monotonic() + timeout
+        last, still_since = -1, time.monotonic()
+        while True:
+            got = self.count(service)
+            now = time.monotonic()
+            if got >= expected or now > deadline:
+                return got
+            if got != last:
+                last, still_since = got, now
+            elif now - still_since > 2.0:
+                return got
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stop the child (by its pid, through its stdin)."""
+        with contextlib.suppress(Exception):
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+# -- the two arms ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    """A built arm: a tracer, and how to flush, stop and read its drop counter (None: none)."""
+
+    tracer: Any
+    flush: Callable[[], object]
+    shutdown: Callable[[], object]
+    dropped: Callable[[], int | None]
+
+
+def build(arm: str, service: str, endpoint: str) -> Pipeline:
+    """Build ``arm`` exporting to ``endpoint`` under ``service.name = service``."""
+    if arm == "kilostar":
+        from kilostar_otel import configure
+
+        telemetry = configure(
+            service, endpoint=f"http://{endpoint}", protocol="grpc", set_global=False
+        )
+        return Pipeline(
+            telemetry.get_tracer("kilostar-bench"),
+            telemetry.force_flush,
+            telemetry.shutdown,
+            lambda: telemetry.dropped_spans,
+        )
+    if arm == "sdk_default":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from kilostar_otel import KiloStarSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(KiloStarSpanProcessor())
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
+        )
+        return Pipeline(
+            provider.get_tracer("kilostar-bench"),
+            provider.force_flush,
+            provider.shutdown,
+            lambda: None,
+        )
+    raise ValueError(f"unknown arm {arm!r}")
+
+
+@contextlib.contextmanager
+def _request() -> Iterator[None]:
+    from kilostar_otel import request_id_scope
+
+    with request_id_scope("req-4bf92f3577b34da6a3ce929d0e0e4736"):
+        yield
+
+
+def _paced(pipeline: Pipeline, rate: float, seconds: float) -> tuple[int, float]:
+    """Start and end spans at ``rate`` per second for ``seconds``; (spans, achieved rate)."""
+    start_span = pipeline.tracer.start_as_current_span
+    total = max(1, int(rate * seconds))
+    produced = 0
+    with _request():
+        began = time.perf_counter()
+        while produced < total:
+            due = min(total, int((time.perf_counter() - began) * rate) + 1)
+            while produced < due:
+                with start_span("work", attributes={"work.item": produced}):
+                    pass
+                produced += 1
+            time.sleep(0.0005)
+        elapsed = time.perf_counter() - began
+    return produced, produced / elapsed
+
+
+def _tight(pipeline: Pipeline, spans: int) -> float:
+    """Start and end ``spans`` spans as fast as possible; the seconds it took."""
+    start_span = pipeline.tracer.start_as_current_span
+    with _request():
+        began = time.perf_counter()
+        for n in range(spans):
+            with start_span("work", attributes={"work.item": n}):
+                pass
+        return time.perf_counter() - began
+
+
+def _finish(
+    pipeline: Pipeline, receiver: ReceiverProcess, service: str, produced: int
+) -> dict[str, Any]:
+    pipeline.flush()
+    delivered = receiver.wait_for(service, produced)
+    dropped = pipeline.dropped()
+    pipeline.shutdown()
+    return {"produced": produced, "delivered": delivered, "counted_drops": dropped}
+
+
+# -- memory, in a fresh process per arm -----------------------------------------------------------
+
+
+def _proc_status(field: str) -> int:
+    """A ``/proc/self/status`` field in bytes (0 where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _memory_child(arm: str, endpoint: str, spans: int) -> None:
+    """Child process: RSS growth over ``spans`` spans in a tight loop; prints one JSON line."""
+    service = f"memory-{arm}-{os.getpid()}"
+    pipeline = build(arm, service, endpoint)
+    _tight(pipeline, 2_000)  # warm up: imports, channel, first batches
+    pipeline.flush()
+    gc.collect()
+    reset = False
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+        reset = True
+    before = _proc_status("VmRSS")
+    seconds = _tight(pipeline, spans)
+    pipeline.flush()
+    peak = _proc_status("VmHWM")
+    after = _proc_status("VmRSS")
+    dropped = pipeline.dropped()
+    pipeline.shutdown()
+    print(
+        json.dumps(
+            {
+                "arm": arm,
+                "spans": spans,
+                "seconds": seconds,
+                "rss_before": before,
+                "peak_growth": max(0, peak - before) if reset else None,
+                "rss_growth": after - before,
+                "counted_drops": dropped,
+            }
+        ),
+        flush=True,
+    )
+
+
+def _memory(arm: str, endpoint: str, spans: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.capacity", "--memory", arm, endpoint, str(spans)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=900,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run(settings: Settings, quiet: bool = False) -> dict[str, Any]:
+    """Run every capacity measurement; a JSON-able dict of results."""
+    # The SDK logs "Queue full, dropping Span" on drops; the counts below are what matters.
+    otel_logger = logging.getLogger("opentelemetry")
+    level = otel_logger.level
+    otel_logger.setLevel(logging.ERROR)
+    try:
+        return _run(settings, quiet)
+    finally:
+        otel_logger.setLevel(level)
+
+
+def _run(settings: Settings, quiet: bool) -> dict[str, Any]:
+    receiver = ReceiverProcess()
+    results: dict[str, Any] = {"settings": asdict(settings), "ladder": [], "tight": {}}
+    try:
+        zero_drop: dict[str, float] = dict.fromkeys(ARMS, 0.0)
+        producer_bound: list[str] = []
+        active = list(ARMS)
+        rate = settings.start_rate
+        step = 0
+        while active and rate <= settings.max_rate:
+            for arm in list(active) if step % 2 == 0 else list(reversed(active)):
+                service = f"paced-{arm}-{int(rate)}"
+                pipeline = build(arm, service, receiver.endpoint)
+                produced, achieved = _paced(pipeline, rate, settings.seconds)
+                row = {"arm": arm, "rate": rate, "achieved": achieved}
+                row.update(_finish(pipeline, receiver, service, produced))
+                results["ladder"].append(row)
+                lossless = row["delivered"] == produced
+                _say(
+                    quiet,
+                    f"  paced {arm:12} {rate:8.0f}/s achieved {achieved:8.0f}/s "
+                    f"delivered {row['delivered']}/{produced}"
+                    + ("" if row["counted_drops"] is None else f" counted {row['counted_drops']}"),
+                )
+                if lossless:
+                    zero_drop[arm] = max(zero_drop[arm], achieved)
+                if not lossless:
+                    active.remove(arm)  # drops began
+                elif achieved < 0.9 * rate:
+                    active.remove(arm)  # no drops, but the process cannot make spans faster
+                    producer_bound.append(arm)
+            rate *= settings.step
+            step += 1
+        results["zero_drop_rate"] = zero_drop
+        # Arms that never dropped: their zero-drop rate is a lower bound (the producer's limit).
+        results["producer_bound"] = producer_bound
+
+        for arm in ARMS:
+            service = f"tight-{arm}"
+            pipeline = build(arm, service, receiver.endpoint)
+            seconds = _tight(pipeline, settings.tight_spans)
+            row = {"seconds": seconds}
+            row.update(_finish(pipeline, receiver, service, settings.tight_spans))
+            results["tight"][arm] = row
+            _say(quiet, f"  tight {arm:12} delivered {row['delivered']}/{settings.tight_spans}")
+
+        results["memory"] = {}
+        for arm in ARMS:
+            results["memory"][arm] = _memory(arm, receiver.endpoint, settings.memory_spans)
+            _say(quiet, f"  memory {arm:12} {results['memory'][arm]}")
+    finally:
+        receiver.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.capacity [--quick] [--json PATH]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.receiver:
+        _serve_receiver()
+        return 0
+    if args.memory:
+        arm, endpoint, spans = args.memory
+        logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+        _memory_child(arm, endpoint, int(spans))
+        return 0
+    results = run(Settings.quick() if args.quick else Settings())
+    text = json.dumps(results, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
