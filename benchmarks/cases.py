@@ -21,6 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import (
+    Link,
     NonRecordingSpan,
     SpanContext,
     SpanKind,
@@ -466,6 +467,50 @@ def _workflow_arm(use_workflow: bool, in_request: bool) -> Arm:
     return Arm(run, check, close)
 
 
+def _workflow_by_hand() -> Arm:
+    """What ``workflow()`` does inside a request, written against the SDK directly: the floor."""
+    provider, exporter = realistic_provider(KiloStarSpanProcessor())
+    tracer = provider.get_tracer("kilostar-bench")
+    request_span = tracer.start_span("GET /plan", kind=SpanKind.SERVER)
+    ctx = context_with_request_id(Context(), REQUEST_ID)
+    detach_ctx = _attached(set_span_in_context(request_span, ctx))
+    request_link = (Link(request_span.get_span_context()),)
+    attributes = {
+        "kilostar.workflow.name": "plan",
+        "gen_ai.operation.name": "invoke_workflow",
+        "gen_ai.workflow.name": "plan",
+        "kilostar.request_id": REQUEST_ID,
+    }
+
+    def run() -> None:
+        root = tracer.start_span(
+            "invoke_workflow plan", context=ctx, attributes=attributes, links=request_link
+        )
+        root_context = root.get_span_context()
+        trace_id = format_trace_id(root_context.trace_id)
+        root.set_attribute("kilostar.trace_id", trace_id)
+        request_span.add_link(root_context)
+        request_span.add_event("kilostar.workflow.started", {"kilostar.trace_id": trace_id})
+        token = attach(set_span_in_context(root, ctx))
+        detach(token)
+        root.end()
+
+    def check() -> None:
+        run()
+        span = _last_exported(provider, exporter)
+        assert span.parent is None
+        assert span.attributes is not None
+        assert span.attributes["kilostar.trace_id"] == format_trace_id(span.context.trace_id)  # type: ignore[union-attr]
+        assert request_span.events[-1].name == "kilostar.workflow.started"  # type: ignore[attr-defined]
+
+    def close() -> None:
+        detach_ctx()
+        request_span.end()
+        provider.shutdown()
+
+    return Arm(run, check, close)
+
+
 # -- the registry ---------------------------------------------------------------------------------
 
 GROUPS: dict[str, Group] = {
@@ -516,7 +561,9 @@ GROUPS: dict[str, Group] = {
             "`with workflow('plan')` (a root span in a new trace with 4 attributes and a link to "
             "the request span, plus a link and an event added to the request span) vs "
             "`with tracer.start_as_current_span('plan')` (a child span); both on the provider "
-            "of 3 with `KiloStarSpanProcessor`.",
+            "of 3 with `KiloStarSpanProcessor`. A third arm does what `workflow()` does by hand "
+            "with the SDK (the same root span, attributes, links and event): the SDK's own cost "
+            "of that work, the floor for any implementation.",
             (Target("start_as_current_span", 1.5),),
         ),
         Group(
@@ -571,6 +618,13 @@ CASES: tuple[Case, ...] = (
         "tracer.start_as_current_span()",
         "baseline",
         lambda: _workflow_arm(False, True),
+    ),
+    Case(
+        "workflow",
+        "by_hand",
+        "the same spans, links and event by hand",
+        "baseline",
+        _workflow_by_hand,
     ),
     Case("workflow_bare", "kilostar", "workflow()", "ours", lambda: _workflow_arm(True, False)),
     Case(
