@@ -9,9 +9,10 @@ spans per ``service.name``):
 - ``kilostar``: ``configure(set_global=False)`` with its defaults.
 
 Measured, alternating the arms at each step: the highest paced span rate (rates raised by 25% a
-step) at which every span arrives; the delivered fraction of a tight loop of 100,000 spans; and,
-in a fresh process per arm, resident memory growth (peak and after) over 1,000,000 spans in a
-tight loop. ``python -m benchmarks.capacity --json out.json`` runs it alone.
+step until spans are lost, then two bisection steps between the last lossless rate and the
+first lossy one) at which every span arrives; the delivered fraction of a tight loop of 100,000
+spans; and, in a fresh process per arm, resident memory growth (peak and after) over 1,000,000
+spans in a tight loop. ``python -m benchmarks.capacity --json out.json`` runs it alone.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Settings:
     seconds: float = 5.0
     tight_spans: int = 100_000
     memory_spans: int = 1_000_000
+    refine: int = 2
 
     @classmethod
     def quick(cls) -> Settings:
@@ -58,6 +60,7 @@ class Settings:
             seconds=0.4,
             tight_spans=2_000,
             memory_spans=5_000,
+            refine=1,
         )
 
 
@@ -319,40 +322,72 @@ def run(settings: Settings, quiet: bool = False) -> dict[str, Any]:
         otel_logger.setLevel(level)
 
 
+def _step(
+    arm: str, rate: float, settings: Settings, receiver: ReceiverProcess, quiet: bool
+) -> dict[str, Any]:
+    """One paced run of ``arm`` at ``rate``; its row (lossless when every span arrived)."""
+    service = f"paced-{arm}-{int(rate)}"
+    pipeline = build(arm, service, receiver.endpoint)
+    produced, achieved = _paced(pipeline, rate, settings.seconds)
+    row: dict[str, Any] = {"arm": arm, "rate": rate, "achieved": achieved}
+    row.update(_finish(pipeline, receiver, service, produced))
+    row["lossless"] = row["delivered"] == produced
+    _say(
+        quiet,
+        f"  paced {arm:12} {rate:8.0f}/s achieved {achieved:8.0f}/s "
+        f"delivered {row['delivered']}/{produced}"
+        + ("" if row["counted_drops"] is None else f" counted {row['counted_drops']}"),
+    )
+    return row
+
+
 def _run(settings: Settings, quiet: bool) -> dict[str, Any]:
     receiver = ReceiverProcess()
     results: dict[str, Any] = {"settings": asdict(settings), "ladder": [], "tight": {}}
     try:
-        zero_drop: dict[str, float] = dict.fromkeys(ARMS, 0.0)
+        good: dict[str, float] = dict.fromkeys(ARMS, 0.0)  # highest lossless rate asked for
+        bad: dict[str, float] = {}  # lowest rate that lost spans
         producer_bound: list[str] = []
         active = list(ARMS)
         rate = settings.start_rate
         step = 0
         while active and rate <= settings.max_rate:
             for arm in list(active) if step % 2 == 0 else list(reversed(active)):
-                service = f"paced-{arm}-{int(rate)}"
-                pipeline = build(arm, service, receiver.endpoint)
-                produced, achieved = _paced(pipeline, rate, settings.seconds)
-                row = {"arm": arm, "rate": rate, "achieved": achieved}
-                row.update(_finish(pipeline, receiver, service, produced))
+                row = _step(arm, rate, settings, receiver, quiet)
                 results["ladder"].append(row)
-                lossless = row["delivered"] == produced
-                _say(
-                    quiet,
-                    f"  paced {arm:12} {rate:8.0f}/s achieved {achieved:8.0f}/s "
-                    f"delivered {row['delivered']}/{produced}"
-                    + ("" if row["counted_drops"] is None else f" counted {row['counted_drops']}"),
-                )
-                if lossless:
-                    zero_drop[arm] = max(zero_drop[arm], achieved)
-                if not lossless:
+                if not row["lossless"]:
+                    bad[arm] = rate
                     active.remove(arm)  # drops began
-                elif achieved < 0.9 * rate:
+                    continue
+                good[arm] = rate
+                if row["achieved"] < 0.9 * rate:
                     active.remove(arm)  # no drops, but the process cannot make spans faster
                     producer_bound.append(arm)
             rate *= settings.step
             step += 1
-        results["zero_drop_rate"] = zero_drop
+        # Narrow down where the drops begin: two bisection steps between the last lossless rate
+        # and the first lossy one, for each arm that dropped (arms alternating).
+        for _ in range(settings.refine):
+            for arm in [a for a in ARMS if a in bad and good[a]]:
+                middle = (good[arm] * bad[arm]) ** 0.5
+                row = _step(arm, middle, settings, receiver, quiet)
+                results["ladder"].append(row)
+                if row["lossless"]:
+                    good[arm] = middle
+                else:
+                    bad[arm] = middle
+        lossless = [r for r in results["ladder"] if r["lossless"]]
+        results["zero_drop_rate"] = {
+            arm: max(
+                (
+                    r["achieved"]
+                    for r in lossless
+                    if r["arm"] == arm and r["rate"] < bad.get(arm, float("inf"))
+                ),
+                default=0.0,
+            )
+            for arm in ARMS
+        }
         # Arms that never dropped: their zero-drop rate is a lower bound (the producer's limit).
         results["producer_bound"] = producer_bound
 

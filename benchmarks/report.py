@@ -325,8 +325,10 @@ def render_markdown(report: Report, chart_name: str = CHART_NAME) -> str:
             f"- **Zero-drop paced rate**: spans are produced at a fixed rate for "
             f"{settings['seconds']:g} s, starting at {settings['start_rate']:,.0f}/s and raised "
             f"by {settings['step'] - 1:.0%} a step (the arms alternate at each step) until spans "
-            "are lost; the rate shown is the highest achieved rate at which every span arrived "
-            "(≥: no span was ever lost, the process could not make spans any faster).",
+            f"are lost, then {settings.get('refine', 0)} bisection steps between the last "
+            "lossless and the first lossy rate; the rate shown is the highest achieved rate at "
+            "which every span arrived (≥: no span was ever lost, the process could not make "
+            "spans any faster).",
             f"- **Tight loop**: {settings['tight_spans']:,} spans as fast as the process can make "
             "them; what arrives, and what the pipeline counted as dropped (`dropped_spans`).",
             f"- **Memory**: a fresh process per arm makes {settings['memory_spans']:,} spans in a "
