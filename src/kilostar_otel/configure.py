@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -465,6 +466,8 @@ class Telemetry:
         self._owns_provider = owns_provider
         self._shut_down = False
         self._atexit_registered = False
+        self._flush_lock = threading.Lock()
+        self._flush_thread: threading.Thread | None = None
 
     @property
     def tracer_provider(self) -> TracerProvider:
@@ -518,10 +521,36 @@ class Telemetry:
         return self._tracer_provider.get_tracer(name, version)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export every finished span now; False if it did not finish in time."""
+        """Export every finished span now; False if it did not finish within the timeout.
+
+        The SDK's flush can outlive its timeout while the back end is down (it retries), so it
+        runs on a helper thread that this call waits for at most ``timeout_millis``. A flush still
+        running from an earlier call is waited for first, so flushes never pile up.
+        """
         if self._shut_down or not self.enabled:
             return not self._shut_down
-        return self._tracer_provider.force_flush(timeout_millis)
+        deadline = time.monotonic() + max(timeout_millis, 0) / 1000
+        if not self._flush_lock.acquire(timeout=max(timeout_millis, 0) / 1000):
+            return False  # another caller is flushing and did not finish in our time
+        try:
+            earlier = self._flush_thread
+            if earlier is not None and earlier.is_alive():
+                earlier.join(max(deadline - time.monotonic(), 0))
+                if earlier.is_alive():
+                    return False
+            done: list[bool] = []
+            provider = self._tracer_provider
+
+            def flush() -> None:
+                done.append(provider.force_flush(timeout_millis))
+
+            worker = threading.Thread(target=flush, name="kilostar-otel-flush", daemon=True)
+            self._flush_thread = worker
+            worker.start()
+            worker.join(max(deadline - time.monotonic(), 0))
+        finally:
+            self._flush_lock.release()
+        return bool(done) and done[0]
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Flush and stop the export pipeline (idempotent); spans ended later are dropped."""

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -395,3 +396,17 @@ def test_package_attribute_works_after_the_submodule_is_imported() -> None:
         [sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_force_flush_returns_within_its_timeout_while_the_back_end_hangs() -> None:
+    exporter = GatedExporter()
+    telemetry = configure(set_global=False, exporter=exporter, schedule_delay_millis=60_000)
+    telemetry.get_tracer("hang").start_span("stuck").end()
+    started = time.monotonic()
+    assert telemetry.force_flush(300) is False
+    assert telemetry.force_flush(300) is False  # joins the flush still running, starts no other
+    assert time.monotonic() - started < 5  # the SDK alone would wait for the exporter (30 s)
+    exporter.gate.set()
+    assert telemetry.force_flush(10_000) is True
+    assert [s.name for s in exporter.memory.get_finished_spans()] == ["stuck"]
+    telemetry.shutdown()
