@@ -12,10 +12,13 @@ and skip, an integer out of int64 range, an unencodable string) raises
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, StatusCode
 
 if TYPE_CHECKING:
@@ -70,7 +73,11 @@ def _varint(n: int) -> bytes:
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field."""
     size = len(payload)
-    return tag + (_ONE_BYTE[size] if size < 128 else _varint(size)) + payload
+    if size < 128:
+        return tag + _ONE_BYTE[size] + payload
+    if size < 16384:
+        return tag + bytes(((size & 0x7F) | 0x80, size >> 7)) + payload
+    return tag + _varint(size) + payload
 
 
 def _string(tag: bytes, value: str) -> bytes:
@@ -129,9 +136,15 @@ def _key_value(tag: bytes, key: str, value: object) -> bytes:
 def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
     if not attributes:
         return b""
+    if type(attributes) is BoundedAttributes:
+        return _items(tag, attributes._dict.items())
+    return _items(tag, attributes.items())
+
+
+def _items(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
     out = []
     keys, strings = _KEYS, _STRINGS
-    for key, value in attributes.items():
+    for key, value in items:
         encoded_key = keys.get(key)
         if encoded_key is None:
             encoded_key = _string(b"\x0a", key) if key else b""
@@ -166,8 +179,19 @@ def _trace_state(tag: bytes, trace_state: Any) -> bytes:
 
 
 def _span(span: Any) -> bytes:
-    context = span.context
-    parent = span.parent
+    context: Any
+    events: Any
+    links: Any
+    if type(span) is ReadableSpan:
+        # The SDK's finished span: its fields directly (its properties copy or wrap them).
+        raw: Any = span
+        context, parent, name, kind = raw._context, raw._parent, raw._name, raw._kind
+        start, end, status = raw._start_time, raw._end_time, raw._status
+        attributes, events, links = raw._attributes, raw._events, raw._links
+    else:
+        context, parent, name, kind = span.context, span.parent, span.name, span.kind
+        start, end, status = span.start_time, span.end_time, span.status
+        attributes, events, links = span.attributes, span.events, span.links
     parts = [
         b"\x0a\x10",
         context.trace_id.to_bytes(16, "big"),
@@ -179,12 +203,9 @@ def _span(span: Any) -> bytes:
     if parent is not None:
         parts.append(b"\x22\x08")
         parts.append(parent.span_id.to_bytes(8, "big"))
-    name = span.name
     if name:
         parts.append(_string(b"\x2a", name))
-    kind = span.kind
     parts.append(_KIND_INTERNAL if kind is _INTERNAL else _KINDS[kind.value])
-    start, end = span.start_time, span.end_time
     if start and end:
         parts.append(_START_END(0x39, start, 0x41, end))
     else:
@@ -192,23 +213,31 @@ def _span(span: Any) -> bytes:
             parts.append(b"\x39" + _FIXED64(start))
         if end:
             parts.append(b"\x41" + _FIXED64(end))
-    attributes = span.attributes
     if attributes:
         parts.append(_attributes(b"\x4a", attributes))
-    dropped = span.dropped_attributes
-    if dropped:
-        parts.append(_uint(b"\x50", dropped))
-    for event in span.events:
+        # ReadableSpan.dropped_attributes, and the same for events and links below.
+        if isinstance(attributes, BoundedAttributes) and attributes.dropped:
+            parts.append(_uint(b"\x50", attributes.dropped))
+    if type(events) is BoundedList:
+        dropped_events = events.dropped
+        events = events._dq  # type: ignore[attr-defined]  # finished: no more appends
+    else:
+        dropped_events = events.dropped if isinstance(events, BoundedList) else 0
+    for event in events:
         body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
         if event.name:
             body += _string(b"\x12", event.name)
         body += _attributes(b"\x1a", event.attributes)
         body += _uint(b"\x20", event.dropped_attributes)
         parts.append(_field(b"\x5a", body))
-    dropped = span.dropped_events
-    if dropped:
-        parts.append(_uint(b"\x60", dropped))
-    for link in span.links:
+    if dropped_events:
+        parts.append(_uint(b"\x60", dropped_events))
+    if type(links) is BoundedList:
+        dropped_links = links.dropped
+        links = links._dq  # type: ignore[attr-defined]
+    else:
+        dropped_links = links.dropped if isinstance(links, BoundedList) else 0
+    for link in links:
         linked = link.context
         body = (
             b"\x0a\x10"
@@ -220,10 +249,8 @@ def _span(span: Any) -> bytes:
             + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
         )
         parts.append(_field(b"\x6a", body))
-    dropped = span.dropped_links
-    if dropped:
-        parts.append(_uint(b"\x70", dropped))
-    status = span.status
+    if dropped_links:
+        parts.append(_uint(b"\x70", dropped_links))
     if status is not None:
         code_enum = status.status_code
         description = status.description
