@@ -2,7 +2,7 @@
 
 A traced service (uvicorn + Starlette, OpenTelemetry's ASGI middleware, ``RequestIdMiddleware``, a
 workflow with two steps: four spans a request) runs in its own interpreter with the global
-``configure()`` and its defaults (batch queue 4,096, 5 s delay, 10 s export timeout), exporting
+``configure()`` and its defaults (batch queue 8,192, 5 s delay, 10 s export timeout), exporting
 over OTLP to the embedded receiver on 127.0.0.1. One client sends sequential requests; between
 rounds the back end is switched on the same port between
 

@@ -99,7 +99,7 @@ def test_invalid_arguments_raise_a_clear_value_error(
         ),
         ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE must be a positive"),
         ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY must be a positive"),
-        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8192"}, "must not exceed max_queue_size"),
+        ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16384"}, "must not exceed max_queue_size"),
         ({"OTEL_PROPAGATORS": "tracecontext,b3x"}, "unknown propagator 'b3x'"),
         ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER must be one of"),
     ],
