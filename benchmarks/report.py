@@ -489,7 +489,8 @@ def write_chart(report: Report, path: Path) -> None:
             "{:.1f} MB",
         )
         flat[base + 2].axvline(MEMORY_TARGET_BYTES / 2**20, color="#c0392b", linestyle="--")
-        flat[base + 2].set_xlim(0, MEMORY_TARGET_BYTES / 2**20 * 1.15)
+        largest = max(memory_growth(capacity, a) for a in arms) / 2**20
+        flat[base + 2].set_xlim(0, max(MEMORY_TARGET_BYTES / 2**20, largest) * 1.2)
     for ax in flat[count:]:
         ax.axis("off")
     fig.suptitle("kilostar-otel (blue) vs what a user could pick instead", fontsize=10)
