@@ -164,8 +164,8 @@ def _cpu_count() -> int:
 
 
 def _time(seconds: float) -> str:
-    micro = seconds * 1e6
-    return f"{micro * 1000:.0f} ns" if micro < 1 else f"{micro:.2f} µs"
+    nano = seconds * 1e9
+    return f"{nano:.0f} ns" if nano < 999.5 else f"{nano / 1000:.2f} µs"
 
 
 def _ratio_cell(row: Row) -> str:
