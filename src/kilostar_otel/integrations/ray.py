@@ -580,21 +580,13 @@ def _with_snapshot(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-class _TracedInvoker:
-    """Wraps anything with a ``.remote()`` (an ``options()`` result, an actor method)."""
+class _Proxy:
+    """Forwards everything to the wrapped Ray object; subclasses add the traced ``remote()``."""
 
     __slots__ = ("_kilostar_inner",)
 
     def __init__(self, inner: Any) -> None:
         self._kilostar_inner = inner
-
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Submit the call with the caller's :func:`~kilostar_otel.snapshot` attached."""
-        return self._kilostar_inner.remote(*args, **_with_snapshot(kwargs))
-
-    def options(self, **options: Any) -> _TracedInvoker:
-        """Like Ray's ``options()``; the result still carries the snapshot."""
-        return _TracedInvoker(self._kilostar_inner.options(**options))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._kilostar_inner(*args, **kwargs)
@@ -607,6 +599,20 @@ class _TracedInvoker:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._kilostar_inner!r})"
+
+
+class _TracedInvoker(_Proxy):
+    """Wraps anything with a ``.remote()`` (an ``options()`` result, an actor method)."""
+
+    __slots__ = ()
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit the call with the caller's :func:`~kilostar_otel.snapshot` attached."""
+        return self._kilostar_inner.remote(*args, **_with_snapshot(kwargs))
+
+    def options(self, **options: Any) -> _TracedInvoker:
+        """Like Ray's ``options()``; the result still carries the snapshot."""
+        return _TracedInvoker(self._kilostar_inner.options(**options))
 
 
 class TracedRemoteFunction(_TracedInvoker):
@@ -659,43 +665,24 @@ def _traced_methods(handle: Any) -> frozenset[str] | None:
     )
 
 
-class _TracedActorOptions:
-    __slots__ = ("_kilostar_inner",)
+class _TracedActorOptions(_Proxy):
+    """An actor class's ``options()`` result: ``.remote()`` returns a traced handle."""
 
-    def __init__(self, inner: Any) -> None:
-        self._kilostar_inner = inner
-
-    def remote(self, *args: Any, **kwargs: Any) -> TracedActorHandle:
-        return TracedActorHandle(self._kilostar_inner.remote(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._kilostar_inner, name)
-
-
-class TracedActorClass:
-    """A ``ray.remote`` actor class whose handles carry the caller's ids and trace."""
-
-    __slots__ = ("_kilostar_inner",)
-
-    def __init__(self, actor_class: Any) -> None:
-        self._kilostar_inner = actor_class
+    __slots__ = ()
 
     def remote(self, *args: Any, **kwargs: Any) -> TracedActorHandle:
         """Create the actor; return a :class:`TracedActorHandle`."""
         return TracedActorHandle(self._kilostar_inner.remote(*args, **kwargs))
 
+
+class TracedActorClass(_TracedActorOptions):
+    """A ``ray.remote`` actor class whose handles carry the caller's ids and trace."""
+
+    __slots__ = ()
+
     def options(self, **options: Any) -> _TracedActorOptions:
         """Like Ray's ``options()``; ``.remote()`` on the result returns a traced handle."""
         return _TracedActorOptions(self._kilostar_inner.options(**options))
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._kilostar_inner(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._kilostar_inner, name)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self._kilostar_inner,))
 
 
 def remote(*args: Any, **options: Any) -> Any:
