@@ -28,5 +28,8 @@ test: lint
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
