@@ -49,6 +49,7 @@ __all__ = [
     "runtime_context_var",
     "shutdown_batch",
     "span_processors_of",
+    "stamp_attribute",
     "writable_attributes",
 ]
 
@@ -125,6 +126,19 @@ def writable_attributes(span: object, room: int) -> dict[str, Any] | None:
     ):
         return attributes._dict
     return None
+
+
+def stamp_attribute(span: object, key: str, value: str) -> None:
+    """Set a string attribute on a span that has just started and is not shared yet.
+
+    Written straight into the SDK's attribute dict when :func:`writable_attributes` allows it and
+    the key is new. Fallback: ``span.set_attribute(key, value)``.
+    """
+    values = writable_attributes(span, 1)
+    if values is not None and key not in values:
+        values[key] = value
+    else:
+        span.set_attribute(key, value)  # type: ignore[attr-defined]
 
 
 def attribute_items(attributes: Any) -> Iterable[tuple[str, Any]]:
@@ -369,7 +383,8 @@ def _fast_writable_attributes() -> bool:
     if values is None:
         return False
     values["k"] = "v"
-    return bool(span.attributes.get("k") == "v")
+    stamp_attribute(span, "k2", "v2")
+    return bool(span.attributes.get("k") == "v" and values.get("k2") == "v2")
 
 
 def _fast_finished_span() -> bool:

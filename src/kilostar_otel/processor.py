@@ -11,27 +11,14 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from kilostar_otel._guard import internal_error
 from kilostar_otel._idcontext import TRACE_ID_KEY, request_id_from
-from kilostar_otel._internals import current_context, writable_attributes
+from kilostar_otel._internals import current_context, stamp_attribute, writable_attributes
 from kilostar_otel._names import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
 
-__all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor", "stamp"]
+__all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor"]
 
 
-def stamp(span: object, key: str, value: str) -> None:
-    """Set a checked string attribute on a span that has just started and is not shared yet.
-
-    Written straight into the SDK's attribute dict when its checks cannot change the outcome (no
-    value-length limit, room for the key), else through ``set_attribute``.
-    """
-    values = writable_attributes(span, 1)
-    if values is not None and key not in values:
-        values[key] = value
-    else:
-        span.set_attribute(key, value)  # type: ignore[attr-defined]
-
-
-# The name workflow.py imports (until it imports ``stamp``).
-_stamp = stamp
+# The name workflow.py imports (until it imports ``_internals.stamp_attribute``).
+_stamp = stamp_attribute
 
 
 class KiloStarSpanProcessor(SpanProcessor):

@@ -17,7 +17,7 @@ from opentelemetry.context import Context
 
 from kilostar_otel import _w3c
 from kilostar_otel._headers import OWS, is_token, one_value
-from kilostar_otel._internals import REQUEST_ID_BAGGAGE as OTEL_BAGGAGE_KEY
+from kilostar_otel._internals import BAGGAGE_KEY as OTEL_BAGGAGE_KEY
 from kilostar_otel._names import REQUEST_ID_BAGGAGE
 from kilostar_otel.ids import is_valid_request_id, new_request_id
 

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlsplit
 
-from kilostar_otel.processor import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
-from kilostar_otel.workflow import WORKFLOW_NAME_ATTRIBUTE, WORKFLOW_STARTED_EVENT
+from kilostar_otel._names import (
+    REQUEST_ID_ATTRIBUTE,
+    TRACE_ID_ATTRIBUTE,
+    WORKFLOW_NAME_ATTRIBUTE,
+    WORKFLOW_STARTED_EVENT,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -371,7 +375,7 @@ def make_console(file: IO[str] | None = None, *, color: bool | None = None) -> C
     )
 
 
-def format_duration(nanos: int) -> str:
+def _format_duration(nanos: int) -> str:
     """``1234567`` ns -> ``"1.2 ms"``; seconds from one second, ``us`` below 0.1 ms (ASCII only)."""
     if nanos < 0:
         return "?"
@@ -383,14 +387,14 @@ def format_duration(nanos: int) -> str:
 
 
 def _duration(span: SpanLike) -> str:
-    return format_duration(span.end_time_unix_nano - span.start_time_unix_nano)
+    return _format_duration(span.end_time_unix_nano - span.start_time_unix_nano)
 
 
 def _group_duration(view: TraceView) -> str:
     spans = view.roots or list(view.spans.values())
     start = min(s.start_time_unix_nano for s in spans)
     end = max(s.end_time_unix_nano for s in spans)
-    return format_duration(end - start)
+    return _format_duration(end - start)
 
 
 def _status(span: SpanLike) -> Text:
