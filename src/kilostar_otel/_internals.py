@@ -132,7 +132,8 @@ def stamp_attribute(span: object, key: str, value: str) -> None:
     """Set a string attribute on a span that has just started and is not shared yet.
 
     Written straight into the SDK's attribute dict when :func:`writable_attributes` allows it and
-    the key is new. Fallback: ``span.set_attribute(key, value)``.
+    the key is new. Verified on opentelemetry-sdk 1.27-1.45 (as :func:`writable_attributes`).
+    Fallback: ``span.set_attribute(key, value)``.
     """
     values = writable_attributes(span, 1)
     if values is not None and key not in values:
@@ -447,6 +448,7 @@ def _fast_ray() -> bool:
         ray._private.worker.global_worker.mode != ray.WORKER_MODE
         and not ray_in_worker()
         and callable(getattr(helper, "_is_tracing_enabled", None))
+        and ray_tracing_hook_enabled() is bool(helper._is_tracing_enabled())
         and ray_constants_module() is sys.modules["ray._private.ray_constants"]
     )
 
