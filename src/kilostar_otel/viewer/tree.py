@@ -34,6 +34,7 @@ __all__ = [
     "TraceGrouper",
     "TraceView",
     "build_groups",
+    "format_duration",
     "make_console",
     "render_groups",
     "render_text",
@@ -375,7 +376,7 @@ def make_console(file: IO[str] | None = None, *, color: bool | None = None) -> C
     )
 
 
-def _format_duration(nanos: int) -> str:
+def format_duration(nanos: int) -> str:
     """``1234567`` ns -> ``"1.2 ms"``; seconds from one second, ``us`` below 0.1 ms (ASCII only)."""
     if nanos < 0:
         return "?"
@@ -387,14 +388,14 @@ def _format_duration(nanos: int) -> str:
 
 
 def _duration(span: SpanLike) -> str:
-    return _format_duration(span.end_time_unix_nano - span.start_time_unix_nano)
+    return format_duration(span.end_time_unix_nano - span.start_time_unix_nano)
 
 
 def _group_duration(view: TraceView) -> str:
     spans = view.roots or list(view.spans.values())
     start = min(s.start_time_unix_nano for s in spans)
     end = max(s.end_time_unix_nano for s in spans)
-    return _format_duration(end - start)
+    return format_duration(end - start)
 
 
 def _status(span: SpanLike) -> Text:
