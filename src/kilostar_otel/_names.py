@@ -10,6 +10,7 @@ from typing import Final
 
 __all__ = [
     "BAGGAGE_HEADER",
+    "DISTRIBUTION_NAME",
     "ENTRY_POINT_NAME",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_WORKFLOW_NAME",
@@ -52,6 +53,8 @@ BAGGAGE_HEADER: Final = "baggage"
 TRACEPARENT_HEADER: Final = "traceparent"
 TRACESTATE_HEADER: Final = "tracestate"
 
+#: The distribution name (``telemetry.distro.name`` on the resource, the CLI's name).
+DISTRIBUTION_NAME: Final = "kilostar-otel"
 #: Our name in the ``opentelemetry_propagator``, ``_configurator`` and ``_distro`` groups.
 ENTRY_POINT_NAME: Final = "kilostar"
 #: The instrumentation scope of the spans this library starts itself.
