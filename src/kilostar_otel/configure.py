@@ -331,15 +331,24 @@ def _disabled_handle(settings: Settings, propagator: TextMapPropagator) -> Telem
     )
 
 
-def _build_private(settings: Settings, propagator: TextMapPropagator) -> Telemetry:
-    if settings.disabled:
-        return _disabled_handle(settings, propagator)
+def _build_provider(
+    settings: Settings, sampler: Sampler, shutdown_on_exit: bool
+) -> tuple[TracerProvider, SpanExporter | None, _ExportPipeline]:
+    """A provider with the KiloStar span processor, then the export pipeline."""
     exporter = build_exporter(settings)
-    sampler = _build_sampler(settings)
-    provider = TracerProvider(sampler=sampler, resource=Resource(settings.resource))
+    provider = TracerProvider(
+        sampler=sampler, resource=Resource(settings.resource), shutdown_on_exit=shutdown_on_exit
+    )
     provider.add_span_processor(KiloStarSpanProcessor())
     pipeline = _ExportPipeline(build_batch(settings, exporter), settings.max_queue_size)
     provider.add_span_processor(pipeline)
+    return provider, exporter, pipeline
+
+
+def _build_private(settings: Settings, propagator: TextMapPropagator) -> Telemetry:
+    if settings.disabled:
+        return _disabled_handle(settings, propagator)
+    provider, exporter, pipeline = _build_provider(settings, _build_sampler(settings), True)
     return Telemetry(
         provider,
         propagator,
@@ -395,14 +404,8 @@ def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Tele
             "globally; use configure(set_global=False)"
         )
 
-    exporter = build_exporter(settings)
     slot = _SamplerSlot(_build_sampler(settings))
-    provider = TracerProvider(
-        sampler=slot, resource=Resource(settings.resource), shutdown_on_exit=False
-    )
-    provider.add_span_processor(KiloStarSpanProcessor())
-    pipeline = _ExportPipeline(build_batch(settings, exporter), settings.max_queue_size)
-    provider.add_span_processor(pipeline)
+    provider, exporter, pipeline = _build_provider(settings, slot, False)  # shut down by atexit
     _mark(provider)
     trace.set_tracer_provider(provider)
     if trace.get_tracer_provider() is not provider:
