@@ -10,10 +10,10 @@ record each log line as an event on the current span (Jaeger shows them as the s
 
 from __future__ import annotations
 
+import itertools
 import logging
-import threading
 import weakref
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -185,16 +185,18 @@ class _SpanEventRecorder:
             raise ValueError("max_events_per_span must be >= 0 and max_message_length >= 4")
         self.max_events = max_events
         self.max_length = max_length
-        self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        # One counter per live span. dict.setdefault and next() on an itertools.count are atomic
+        # in CPython, so threads that log on one span share one count without a lock.
+        self._counts: weakref.WeakKeyDictionary[Any, Iterator[int]] = weakref.WeakKeyDictionary()
 
     def record(self, level: str, message: str, logger: str, timestamp_ns: int | None) -> None:
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        with self._lock:
-            count = self._counts.get(span, 0) + 1
-            self._counts[span] = count
+        counter = self._counts.get(span)
+        if counter is None:
+            counter = self._counts.setdefault(span, itertools.count(1))
+        count = next(counter)
         if count > self.max_events:
             span.set_attribute(LOG_EVENTS_DROPPED, count - self.max_events)
             return
