@@ -8,6 +8,7 @@ broken ``${env:...}`` reference fails here. The files are validated as docker co
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import pytest
 import yaml
 
 from .conftest import AGENT, CONFIG_DIR, GATEWAY, ROOT, SINGLE, backend_binary, clean_env
+
+#: Jaeger's Go module v1.76.0 is the release Jaeger v2 calls 2.13.0 (CHANGELOG: v1.76.0 / v2.13.0).
+JAEGER_MODULE = "v1.76.0"
+JAEGER_V2 = "2.13.0"
 
 COLLECTOR_CONFIGS = sorted(
     p
@@ -81,3 +86,18 @@ def test_validate_rejects_what_the_collector_would_not_run(tmp_path: Path) -> No
     bad_value.write_text(text, encoding="utf-8")
     result = validate(bad_value, TAIL_SAMPLING_DECISION_WAIT="soon")
     assert result.returncode != 0
+
+
+def test_docker_compose_runs_the_releases_the_tests_build() -> None:
+    go_mod = (ROOT / "tools" / "backends" / "collector" / "go.mod").read_text(encoding="utf-8")
+    (contrib,) = set(re.findall(r"opentelemetry-collector-contrib/\S+ v(\S+)", go_mod))
+    jaeger_mod = (ROOT / "tools" / "backends" / "jaeger" / "go.mod").read_text(encoding="utf-8")
+    assert re.search(rf"github.com/jaegertracing/jaeger {JAEGER_MODULE}\b", jaeger_mod)
+    for compose in (
+        CONFIG_DIR / "docker-compose.yaml",
+        CONFIG_DIR / "gateway" / "docker-compose.yaml",
+    ):
+        services = yaml.safe_load(compose.read_text(encoding="utf-8"))["services"]
+        images = {s["image"] for s in services.values() if "image" in s}
+        assert f"otel/opentelemetry-collector-contrib:{contrib}" in images, compose
+        assert f"jaegertracing/jaeger:{JAEGER_V2}" in images, compose

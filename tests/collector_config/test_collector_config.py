@@ -201,7 +201,7 @@ def test_single_collector_and_gateways_sample_by_the_same_policies() -> None:
 def test_the_agent_routes_by_trace_id_and_does_not_sample() -> None:
     agent = load(AGENT)
     assert "tail_sampling" not in agent["processors"]
-    lb = agent["exporters"]["loadbalancing"]
+    lb = agent["exporters"]["load_balancing"]
     assert lb["routing_key"] == "traceID"
     assert "endpoint" not in lb["protocol"]["otlp"], "the resolver supplies the endpoints"
 
@@ -262,7 +262,7 @@ def test_compose_runs_jaeger_the_collector_and_the_demo_wired_together(path: Pat
 
 def test_the_gateway_agent_resolves_the_gateway_service_on_its_receiver_port() -> None:
     compose = load(GATEWAY_COMPOSE)
-    dns = load(AGENT)["exporters"]["loadbalancing"]["resolver"]["dns"]
+    dns = load(AGENT)["exporters"]["load_balancing"]["resolver"]["dns"]
     gateway_service = compose["services"][dns["hostname"]]
     assert mounted_config(GATEWAY_COMPOSE, gateway_service) == GATEWAY
     assert dns["port"] == grpc_receiver_port(load(GATEWAY))
