@@ -50,6 +50,7 @@ def main(endpoint: str, temp_dir: str, request_id: str) -> dict[str, Any]:
         tracer.start_as_current_span("POST /plan", kind=SpanKind.SERVER) as request,
         workflow("ray plan") as wf,
     ):
+        root = format(wf.span.get_span_context().span_id, "016x")
         doubled = ray.get([double.remote(i) for i in range(3)])
         tally = Tally.remote()
         added = [ray.get(tally.add.remote(x["value"])) for x in doubled]
@@ -58,7 +59,7 @@ def main(endpoint: str, temp_dir: str, request_id: str) -> dict[str, Any]:
     telemetry.shutdown()
     return {
         "trace_id": wf.trace_id,
-        "root": format(wf.span.get_span_context().span_id, "016x"),
+        "root": root,
         "request_trace_id": format(request.get_span_context().trace_id, "032x"),
         "calls": [*doubled, *added],
         "driver_pid": os.getpid(),
