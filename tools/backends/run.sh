@@ -37,9 +37,10 @@ stop() {
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    echo "stopped (logs in $logs)"
+    echo "stopped the collector and Jaeger (logs in $logs)"
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 wait_healthy() {  # name pid url
     for _ in $(seq 1 300); do
@@ -51,11 +52,12 @@ wait_healthy() {  # name pid url
     exit 1
 }
 
-"$jaeger_bin" --config "$here/jaeger/config.yaml" >"$logs/jaeger.log" 2>&1 &
+# Each in its own session: Ctrl-C reaches this script only, which stops them in order.
+setsid "$jaeger_bin" --config "$here/jaeger/config.yaml" >"$logs/jaeger.log" 2>&1 &
 jaeger_pid=$!
 wait_healthy jaeger "$jaeger_pid" "http://$JAEGER_HEALTH_ENDPOINT/status"
 
-"$collector_bin" --config="$root/collector-config/otel-collector.yaml" >"$logs/collector.log" 2>&1 &
+setsid "$collector_bin" --config="$root/collector-config/otel-collector.yaml" >"$logs/collector.log" 2>&1 &
 collector_pid=$!
 wait_healthy collector "$collector_pid" "http://$COLLECTOR_HEALTH_ENDPOINT/"
 
@@ -72,4 +74,5 @@ Jaeger v2 and the OpenTelemetry Collector are running on this machine (Ctrl-C st
 Try, in another terminal:  kilostar-otel demo --otlp-endpoint http://$COLLECTOR_OTLP_GRPC_ENDPOINT
 TEXT
 wait -n "$jaeger_pid" "$collector_pid" || true
-echo "a back end exited; its log is in $logs" >&2
+echo "a back end exited on its own; its log is in $logs" >&2
+exit 1
