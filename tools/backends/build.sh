@@ -10,6 +10,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(jaeger collector)
 
+# Go's usual install folder, for shells whose PATH lacks it.
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "build.sh: Go (>= 1.26) is needed to build the back ends" >&2; exit 1; }
 
 for name in "${names[@]}"; do
