@@ -43,7 +43,7 @@ OTEL_FLOOR_VENV ?= .venv-otel-floor
 OTEL_FLOOR_STAMP := $(OTEL_FLOOR_VENV)/.installed-stamp
 # The oldest and newest CPython we claim, from pyenv; their legs run the core, integration, OTLP
 # and Ray tests in parallel with the OpenTelemetry floor run.
-MATRIX_PYTHONS ?= 3.10 3.13
+MATRIX_PYTHONS ?= 3.10 3.12 3.13
 MATRIX_TESTS ?= tests/core tests/integrations tests/otlp tests/ray
 MATRIX_JOBS ?= 2
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
