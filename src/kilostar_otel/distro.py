@@ -10,7 +10,6 @@ the processor and the :class:`~kilostar_otel.sampling.LinkAwareSampler` around
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any
@@ -45,26 +44,15 @@ def opted_in() -> bool:
     )
 
 
-def _sdk_takes_span_processors() -> bool:
-    """Whether the SDK configurator takes ``span_processors`` (newer releases; 1.37 does not)."""
-    try:
-        from opentelemetry.sdk._configuration import _initialize_components
-
-        return "span_processors" in inspect.signature(_initialize_components).parameters
-    except Exception:
-        return False
-
-
 class KiloStarConfigurator(_OTelSDKConfigurator):
     """The SDK's configurator plus, when opted in, our span processor and link-aware sampler."""
 
     def _configure(self, **kwargs: Any) -> None:
         if opted_in():
-            if _sdk_takes_span_processors():
-                kwargs["span_processors"] = [
-                    KiloStarSpanProcessor(),
-                    *(kwargs.get("span_processors") or ()),
-                ]
+            kwargs["span_processors"] = [
+                KiloStarSpanProcessor(),
+                *(kwargs.get("span_processors") or ()),
+            ]
             if kwargs.get("sampler") is None:
                 root: Sampler
                 try:
@@ -77,9 +65,6 @@ class KiloStarConfigurator(_OTelSDKConfigurator):
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         provider = trace.get_tracer_provider()
         if opted_in() and isinstance(provider, TracerProvider):
-            # An SDK that cannot take it at construction gets it now (it only acts on start).
-            if not has_kilostar_processor(provider):
-                provider.add_span_processor(KiloStarSpanProcessor())
             _mark(provider)
 
 
