@@ -308,8 +308,15 @@ def _span_kilostar() -> Arm:
 def _span_baggage_processor() -> Arm:
     from opentelemetry.processor.baggage import ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor
 
+    class FlushableBaggageSpanProcessor(BaggageSpanProcessor):
+        # In older SDKs (1.40 among them) the base force_flush returns None: the provider reads it
+        # as a failed flush and stops before the batch processor behind it is flushed.
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
     return _span_arm(
-        (BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS),), {"kilostar.request_id": REQUEST_ID}
+        (FlushableBaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS),),
+        {"kilostar.request_id": REQUEST_ID},
     )
 
 

@@ -109,8 +109,26 @@ def _any_value(value: object) -> bytes:
     return _any_value_slow(value)
 
 
+@functools.cache
+def _sdk_encodes_none() -> bool:
+    """Whether the installed OTLP encoder writes ``None`` as an empty ``AnyValue`` (1.43 on).
+
+    Older releases log and skip an attribute that is or holds ``None``; then such a batch is
+    handed back to the SDK's encoder so the bytes on the wire stay the SDK's.
+    """
+    try:
+        from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
+
+        _encode_value(None)
+    except Exception:
+        return False
+    return True
+
+
 def _any_value_slow(value: object) -> bytes:
     if value is None:
+        if not _sdk_encodes_none():
+            raise UnsupportedSpanError("None value (this SDK logs and skips it)")
         return b""
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"

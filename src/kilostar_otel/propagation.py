@@ -250,9 +250,10 @@ class TraceContextPropagator(TextMapPropagator):
 
     Unlike ``TraceContextTextMapPropagator`` it treats repeated ``traceparent`` lines as invalid
     (the trace restarts instead of silently taking the first line), keeps a ``tracestate`` whose
-    members repeat a key or are partly invalid (each bad member is dropped, not the whole header),
-    accepts level-2 keys (``@`` anywhere, up to 256 characters, a leading digit), and truncates an
-    oversized ``tracestate`` the way level 2 recommends. ``traceparent`` is matched in any case.
+    members repeat a key (the first wins), accepts level-2 keys (``@`` anywhere, up to 256
+    characters, a leading digit), and truncates a ``tracestate`` beyond 512 characters the way
+    level 2 recommends. A ``tracestate`` with an invalid member or more than 32 members is
+    discarded whole, as the W3C test suite expects. ``traceparent`` is matched in any case.
     """
 
     _TRACEPARENT = TRACEPARENT_HEADER

@@ -8,21 +8,13 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from kilostar_otel.viewer.tree import TraceGroup, TraceGrouper, make_console, render_groups
 
 __all__ = ["run_serve"]
 
 _TICK = 0.1
-
-
-class _StopRequestedError(Exception):
-    """Raised in the main thread by SIGTERM, handled like Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _StopRequestedError
 
 
 def run_serve(
@@ -79,9 +71,17 @@ def run_serve(
             writer.write(request)
             written += 1
 
-    previous = signal.getsignal(signal.SIGTERM)
+    # Ctrl-C and SIGTERM only set a flag: a signal landing mid-print must not lose a group.
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, request_stop)
     print(
         f"kilostar-otel serve: OTLP gRPC on {receiver.grpc_endpoint}, "
         f"OTLP HTTP on {receiver.http_endpoint}/v1/traces. Ctrl-C to stop.",
@@ -89,18 +89,17 @@ def run_serve(
         flush=True,
     )
     try:
-        while True:
-            time.sleep(_TICK)
+        while not stop.wait(_TICK):
             with lock:
                 groups = grouper.pop_ready(time.monotonic())
             emit(groups)
             write_new()
-    except (KeyboardInterrupt, _StopRequestedError):
+    except KeyboardInterrupt:
         pass
     finally:
         receiver.stop()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     with lock:
         groups = grouper.pop_ready(time.monotonic(), everything=True)
     emit(groups)
