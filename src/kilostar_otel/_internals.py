@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import baggage, trace
@@ -108,7 +108,7 @@ reset_context: Final[Callable[[contextvars.Token[Context]], None]] = (
 # --- SDK spans ---------------------------------------------------------------------------------
 
 
-def writable_attributes(span: object, room: int) -> dict[str, Any] | None:
+def writable_attributes(span: object, room: int) -> MutableMapping[str, Any] | None:
     """The SDK span's own attribute dict, when writing ``room`` new string values into it stores
     exactly what ``set_attribute`` would; else None (use ``set_attribute``).
 

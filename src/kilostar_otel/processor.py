@@ -53,7 +53,7 @@ class KiloStarSpanProcessor(SpanProcessor):
                 )
             elif request_id:
                 span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-            else:
+            elif trace_id:
                 span.set_attribute(TRACE_ID_ATTRIBUTE, trace_id)
         except Exception as exc:
             internal_error("KiloStarSpanProcessor.on_start", exc)

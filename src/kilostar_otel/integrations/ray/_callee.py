@@ -124,7 +124,7 @@ class Target:
     __slots__ = ("actor", "attributes", "span_name")
 
     def __init__(self, fn: Callable[..., Any], class_name: str | None) -> None:
-        function = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
+        function = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call"))
         self.actor = class_name is not None
         if class_name is not None:
             method = getattr(fn, "__name__", "call")
