@@ -47,6 +47,7 @@ __all__ = [
     "ray_tracing_hook_enabled",
     "reset_context",
     "runtime_context_var",
+    "sdk_encodes_none",
     "shutdown_batch",
     "span_processors_of",
     "stamp_attribute",
@@ -246,6 +247,22 @@ def grpc_exporter_with_encoder(
                 return super()._translate_data(data)
 
     return FastOTLPSpanExporter
+
+
+def sdk_encodes_none() -> bool:
+    """Whether the installed OTLP encoder writes ``None`` as an empty ``AnyValue`` (1.43 on).
+
+    Older releases log and skip an attribute that is or holds ``None``. Probes the exporter's
+    ``_internal._encode_value``; verified on opentelemetry-exporter-otlp-proto-common 1.40-1.45.
+    Fallback: False (the caller then leaves such a batch to the SDK's own encoder).
+    """
+    try:
+        from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
+
+        _encode_value(None)
+    except Exception:
+        return False
+    return True
 
 
 # --- SDK span processors and providers ---------------------------------------------------------
@@ -466,6 +483,13 @@ def _fast_sdk_configurator() -> bool:
     return issubclass(configurator, _BaseConfigurator)
 
 
+def _fast_sdk_encodes_none() -> bool:
+    # The probe reaches the SDK's value encoder (whatever it answers for None).
+    from opentelemetry.exporter.otlp.proto.common import _internal
+
+    return callable(getattr(_internal, "_encode_value", None))
+
+
 #: For each entry above, a check that its fast path is live on the installed versions (the test
 #: suite runs them all; each may import the optional library it is about).
 FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
@@ -480,4 +504,5 @@ FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
     "loguru_patcher": _fast_loguru,
     "ray": _fast_ray,
     "SDKConfigurator": _fast_sdk_configurator,
+    "sdk_encodes_none": _fast_sdk_encodes_none,
 }

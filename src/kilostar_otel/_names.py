@@ -16,6 +16,7 @@ __all__ = [
     "GEN_AI_WORKFLOW_NAME",
     "INSTRUMENTATION_NAME",
     "INVOKE_WORKFLOW",
+    "LOG_EVENTS_DROPPED_ATTRIBUTE",
     "REQUEST_ID_ATTRIBUTE",
     "REQUEST_ID_BAGGAGE",
     "REQUEST_ID_HEADER",
@@ -39,6 +40,8 @@ TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 WORKFLOW_NAME_ATTRIBUTE: Final = "kilostar.workflow.name"
 #: Event on the request span when a workflow starts.
 WORKFLOW_STARTED_EVENT: Final = "kilostar.workflow.started"
+#: Span attribute: log records not recorded as span events because the span reached its cap.
+LOG_EVENTS_DROPPED_ATTRIBUTE: Final = "kilostar.log.dropped_events"
 
 #: GenAI semantic convention on workflow roots: ``gen_ai.operation.name = "invoke_workflow"``.
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"

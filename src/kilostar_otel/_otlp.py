@@ -25,6 +25,7 @@ from kilostar_otel._internals import (
     bounded_list_items,
     finished_span_fields,
     grpc_exporter_with_encoder,
+    sdk_encodes_none,
 )
 
 if TYPE_CHECKING:
@@ -109,20 +110,9 @@ def _any_value(value: object) -> bytes:
     return _any_value_slow(value)
 
 
-@functools.cache
-def _sdk_encodes_none() -> bool:
-    """Whether the installed OTLP encoder writes ``None`` as an empty ``AnyValue`` (1.43 on).
-
-    Older releases log and skip an attribute that is or holds ``None``; then such a batch is
-    handed back to the SDK's encoder so the bytes on the wire stay the SDK's.
-    """
-    try:
-        from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
-
-        _encode_value(None)
-    except Exception:
-        return False
-    return True
+# Before 1.43 the SDK skips ``None`` values: such a batch is handed back to the SDK's encoder so
+# the bytes on the wire stay the SDK's.
+_sdk_encodes_none = functools.cache(sdk_encodes_none)
 
 
 def _any_value_slow(value: object) -> bytes:

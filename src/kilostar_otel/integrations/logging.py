@@ -22,6 +22,7 @@ from kilostar_otel._guard import internal_error
 from kilostar_otel._idcontext import request_id_from, trace_id_from
 from kilostar_otel._internals import current_context
 from kilostar_otel._internals import loguru_patcher as configured_patcher
+from kilostar_otel._names import LOG_EVENTS_DROPPED_ATTRIBUTE
 
 __all__ = [
     "FIELDS",
@@ -173,7 +174,7 @@ def structlog_processor(
 #: ``logger``); Jaeger shows it in the span's Logs section as ``event=log``.
 LOG_EVENT: Final = "log"
 #: The span attribute counting the log records not recorded because the span reached its cap.
-LOG_EVENTS_DROPPED: Final = "kilostar.log.dropped_events"
+LOG_EVENTS_DROPPED: Final = LOG_EVENTS_DROPPED_ATTRIBUTE
 #: Default cap of log events per span (the SDK keeps at most 128 events of any kind).
 MAX_EVENTS_PER_SPAN: Final = 64
 #: Default length a message is cut to (the cut one ends with "...").
