@@ -152,7 +152,7 @@ def test_a_request_is_printed_once_its_late_workflow_arrived_then_ctrl_c_exits_c
         "request req-late-wf",
         "POST /report",
         "enqueue",
-        "workflow report",
+        "invoke_workflow report",
         "step summarise",
     ]
     assert f"trace_id={started['trace_id']}" in block[3]

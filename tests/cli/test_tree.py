@@ -74,10 +74,12 @@ def test_a_workflow_is_drawn_under_the_span_that_started_it(
         (1, "POST /plan"),
         (2, "POST /plan"),
         (3, "handler"),
-        (4, "workflow plan"),
+        (4, "invoke_workflow plan"),
         (5, "step fetch"),
         (5, "step rank"),
     ]
+    # Every line below the header starts with the span's own name, as Jaeger shows it.
+    assert {label.split("  ")[0] for _, label in rows[1:]} == {s.name for s in spans}
     header = rows[0][1]
     assert "200 ok" in header
     assert format_duration(client.end_time_unix_nano - client.start_time_unix_nano) in header
@@ -144,9 +146,9 @@ def test_a_workflow_started_inside_a_workflow_nests_twice(
     rows = outline(render_text(receiver.wait_for_spans(4)))
 
     assert [depth for depth, _ in rows] == [0, 1, 2, 3, 4]
-    assert rows[2][1].startswith(f"workflow outer  trace_id={outer_id}")
+    assert rows[2][1].startswith(f"invoke_workflow outer  trace_id={outer_id}")
     assert rows[3][1].startswith("step")
-    assert rows[4][1].startswith(f"workflow inner  trace_id={inner_id}")
+    assert rows[4][1].startswith(f"invoke_workflow inner  trace_id={inner_id}")
 
 
 def test_a_workflow_started_outside_any_request_is_a_group_of_its_own(
@@ -388,3 +390,20 @@ def test_a_long_trace_id_is_never_wrapped_in_a_pipe(plan_spans: tuple) -> None:
     out = io.StringIO()
     render_groups(build_groups(deep), make_console(out))
     assert f"trace_id={trace_id}" in out.getvalue()
+
+
+def test_a_client_span_named_by_its_method_keeps_its_name_and_shows_the_path(
+    otlp_provider: TracerProvider, receiver: OtlpReceiver
+) -> None:
+    tracer = otlp_provider.get_tracer("tree-test")
+    with request_id_scope("req-method"):
+        with tracer.start_as_current_span(
+            "GET", kind=SpanKind.CLIENT, attributes={"url.full": "http://127.0.0.1:1/items?x=1"}
+        ):
+            with tracer.start_as_current_span("GET /items", kind=SpanKind.SERVER):
+                pass
+    spans = receiver.wait_for_spans(2)
+    rows = outline(render_text(spans))
+    assert rows[0][1].startswith("request req-method  GET /items  ")  # the request, summarised
+    assert rows[1][1].split("  ")[:3] == ["GET", "client", "/items"]  # the span, by its name
+    assert rows[2][1].split("  ")[:2] == ["GET /items", "server"]

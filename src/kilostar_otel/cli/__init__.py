@@ -110,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out",
         metavar="PATH",
-        default=DEFAULT_JSONL,
-        help=f"file for the spans as OTLP/JSON lines (default: ./{DEFAULT_JSONL})",
+        help=(
+            f"also write the spans to PATH as OTLP/JSON lines (default: ./{DEFAULT_JSONL} with "
+            "the embedded receiver; with --otlp-endpoint, only when given)"
+        ),
     )
     demo.add_argument(
         "--ray",

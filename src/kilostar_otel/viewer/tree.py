@@ -418,30 +418,36 @@ def _clean(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _display_name(span: SpanLike) -> str:
-    """The span name; an HTTP client span named by its method alone gets the URL's path too."""
-    name = span.name
-    if span.kind == "CLIENT" and " " not in name:
+def _client_path(span: SpanLike) -> str:
+    """The URL path of an HTTP client span whose name is its method alone, else ``""``."""
+    if span.kind == "CLIENT" and " " not in span.name:
         for key in _URL_KEYS:
             url = span.attributes.get(key)
             if isinstance(url, str):
                 try:
-                    path = urlsplit(url).path
+                    return urlsplit(url).path
                 except ValueError:
-                    break
-                if path:
-                    return f"{name} {path}"
-                break
-    return name
+                    return ""
+    return ""
+
+
+def _display_name(span: SpanLike) -> str:
+    """A request's summary: the span name, with the URL's path after a bare HTTP method."""
+    path = _client_path(span)
+    return f"{span.name} {path}" if path else span.name
 
 
 def _span_label(span: SpanLike) -> Text:
     from rich.text import Text
 
+    # The span's own name, as Jaeger and every other back end shows it.
     label = Text(overflow="fold")
-    label.append(_clean(_display_name(span)), style="bold")
+    label.append(_clean(span.name), style="bold")
     if span.kind not in ("INTERNAL", "UNSPECIFIED", ""):
         label.append(f"  {span.kind.lower()}", style="cyan")
+    path = _client_path(span)
+    if path:
+        label.append(f"  {_clean(path)}")
     label.append(f"  {_duration(span)}", style="yellow")
     if span.status_code == "ERROR":
         label.append("  ")
@@ -452,10 +458,8 @@ def _span_label(span: SpanLike) -> Text:
 def _workflow_label(view: TraceView, root: SpanLike) -> Text:
     from rich.text import Text
 
-    name = root.attributes.get(WORKFLOW_NAME_ATTRIBUTE, root.name)
     label = Text(overflow="fold")
-    label.append("workflow ", style="bold magenta")
-    label.append(_clean(name), style="bold")
+    label.append(_clean(root.name), style="bold magenta")
     label.append("  trace_id=", style="dim")
     label.append(view.trace_id, style="magenta")
     label.append(f"  {_duration(root)}", style="yellow")
