@@ -8,6 +8,7 @@ stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -15,10 +16,37 @@ from urllib.parse import urlsplit
 
 from kilostar_otel._version import __version__
 
-__all__ = ["build_parser", "main", "parse_args"]
+__all__ = ["build_parser", "main", "missing_extra", "parse_args"]
 
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_JSONL = "kilostar-demo-spans.jsonl"
+#: What each command imports beyond the core install; the ``cli`` extra installs all of it.
+NEEDS = {
+    "demo": (
+        "httpx",
+        "starlette",
+        "uvicorn",
+        "rich",
+        "opentelemetry.instrumentation.asgi",
+        "opentelemetry.instrumentation.httpx",
+    ),
+    "serve": ("rich",),
+}
+
+
+def missing_extra(command: str) -> str | None:
+    """One line naming the ``cli`` extra if ``command`` cannot run here, else None."""
+    for module in NEEDS.get(command, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing
+            found = False
+        if not found:
+            return (
+                f"kilostar-otel {command}: error: {command} needs the cli extra "
+                f"({module} is missing): pip install 'kilostar-otel[cli]'"
+            )
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,6 +225,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 failure, 2 bad arguments)."""
     args = parse_args(argv)
+    message = missing_extra(args.command)
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 1
     if args.command == "demo":
         from kilostar_otel.cli.demo import run_demo
 

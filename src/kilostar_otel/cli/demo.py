@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import kilostar_otel as ko
-from kilostar_otel.cli import DEFAULT_JSONL
+from kilostar_otel.cli import DEFAULT_JSONL, missing_extra
 
 if TYPE_CHECKING:
     import uvicorn
@@ -42,14 +42,6 @@ __all__ = ["run_demo"]
 SERVICE_NAME = "kilostar-demo"
 _TRACER = "kilostar_otel.demo"
 _STEP_SECONDS = 0.005
-_NEEDS = (
-    "httpx",
-    "starlette",
-    "uvicorn",
-    "rich",
-    "opentelemetry.instrumentation.asgi",
-    "opentelemetry.instrumentation.httpx",
-)
 
 
 @dataclass(frozen=True)
@@ -290,9 +282,10 @@ def run_demo(
     """Run the demo described in the module docstring; return the exit status."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    for module in _NEEDS:
-        if importlib.util.find_spec(module) is None:
-            return _fail(err, f"the demo needs kilostar-otel[cli] ({module} is missing)")
+    message = missing_extra("demo")
+    if message is not None:
+        print(message, file=err)
+        return 1
     if args.ray:
         if importlib.util.find_spec("ray") is None:
             return _fail(err, "--ray needs kilostar-otel[ray] (ray is missing)", 2)
