@@ -341,6 +341,21 @@ def test_a_trace_without_its_root_is_held_for_root_wait(plan_spans: tuple) -> No
     assert only_group(grouper.pop_ready(now=6.0)).top.roots[0].kind == "SERVER"
 
 
+def test_a_client_span_without_its_server_span_is_held_for_root_wait() -> None:
+    t = "2" * 32
+    root = span(t, "a" * 16, name="GET /two", kind="SERVER")
+    client = span(t, "b" * 16, parent="a" * 16, name="GET", kind="CLIENT")
+    grouper = TraceGrouper(settle=0.5, max_wait=30, root_wait=6)
+    grouper.add([root, client], now=0.0)
+    assert grouper.pop_ready(now=5.9) == []  # the callee exports on its own (5 s) schedule
+    grouper.add([span(t, "c" * 16, parent="b" * 16, name="GET /inner", kind="SERVER")], now=5.0)
+    assert grouper.pop_ready(now=5.4) == []
+    assert only_group(grouper.pop_ready(now=5.5)).span_count == 3  # complete: settle applies
+    grouper.add([span("3" * 32, "d" * 16, name="GET", kind="CLIENT")], now=10.0)
+    assert grouper.pop_ready(now=15.9) == []
+    assert only_group(grouper.pop_ready(now=16.0)).span_count == 1  # an untraced callee
+
+
 def test_everything_flushes_incomplete_groups_and_max_spans_bounds_memory(
     plan_spans: tuple,
 ) -> None:

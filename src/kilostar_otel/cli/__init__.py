@@ -193,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=0.5,
         metavar="SECONDS",
-        help="print a request once nothing new arrived for it for this long (default: 0.5)",
+        help=(
+            "print a request once nothing new arrived for it for this long (default: 0.5); a "
+            "request still waiting on another service's spans (its root, or the server span "
+            "under a client span) waits 6 s, one SDK batch delay and a margin"
+        ),
     )
     serve.add_argument(
         "--max-wait",

@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from types import FrameType
 from typing import IO
 
 from kilostar_otel.viewer.tree import TraceGroup, TraceGrouper, make_console, render_groups
@@ -15,14 +14,6 @@ from kilostar_otel.viewer.tree import TraceGroup, TraceGrouper, make_console, re
 __all__ = ["run_serve"]
 
 _TICK = 0.1
-
-
-class _StopRequestedError(Exception):
-    """Raised in the main thread by SIGTERM, handled like Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _StopRequestedError
 
 
 def run_serve(
@@ -79,9 +70,13 @@ def run_serve(
             writer.write(request)
             written += 1
 
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C and SIGTERM only set a flag: a tree being printed is never cut off half-way.
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if in_main:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: stop.set())
     print(
         f"kilostar-otel serve: OTLP gRPC on {receiver.grpc_endpoint}, "
         f"OTLP HTTP on {receiver.http_endpoint}/v1/traces. Ctrl-C to stop.",
@@ -89,18 +84,18 @@ def run_serve(
         flush=True,
     )
     try:
-        while True:
-            time.sleep(_TICK)
+        while not stop.wait(_TICK):
             with lock:
                 groups = grouper.pop_ready(time.monotonic())
             emit(groups)
             write_new()
-    except (KeyboardInterrupt, _StopRequestedError):
+    except KeyboardInterrupt:  # not in the main thread: no handler of ours
         pass
     finally:
         receiver.stop()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     with lock:
         groups = grouper.pop_ready(time.monotonic(), everything=True)
     emit(groups)

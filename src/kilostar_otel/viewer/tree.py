@@ -99,6 +99,18 @@ class TraceView:
         return any(not s.parent_span_id for s in self.roots)
 
     @property
+    def awaits_callee(self) -> bool:
+        """True while a client span has no child: the service it called has not exported yet.
+
+        A service exports on its own batch schedule (5 s by default in the OTel SDK), so its
+        server span may arrive seconds after its caller's spans; or never, if it is not traced.
+        """
+        return any(
+            span.kind == "CLIENT" and not self.children.get(span.span_id)
+            for span in self.spans.values()
+        )
+
+    @property
     def start(self) -> int:
         """Earliest start time of the trace, in Unix nanoseconds."""
         return min(s.start_time_unix_nano for s in self.spans.values())
@@ -278,9 +290,11 @@ class TraceGrouper:
     """Collects spans as they arrive and hands out whole request groups once they are complete.
 
     A group is ready when every workflow its request announced has arrived (and a workflow's
-    request, for a workflow), and nothing new came for ``settle`` seconds. A trace whose root span
-    (no parent at all) has not arrived, e.g. its caller exports elsewhere or later, is held for
-    ``root_wait`` seconds instead. After ``max_wait`` seconds a group is handed out as it is.
+    request, for a workflow), and nothing new came for ``settle`` seconds. Spans of another
+    service arrive on that service's own export schedule (the SDK's batch delay is 5 s), so a
+    trace still waiting on one -- its root span (no parent at all) has not arrived, or a client
+    span has no child yet (:attr:`TraceView.awaits_callee`) -- is held for ``root_wait`` seconds
+    of quiet instead. After ``max_wait`` seconds a group is handed out as it is.
     Times are whatever clock the caller passes (``time.monotonic()``). Not thread-safe.
     """
 
@@ -321,7 +335,7 @@ class TraceGrouper:
         if group.missing:
             return False
         quiet = now - max(self._last_seen.get(t, now) for t in traces)
-        if not all(view.has_root for view in group.traces):
+        if not all(view.has_root and not view.awaits_callee for view in group.traces):
             return quiet >= max(self.root_wait, self.settle)
         return quiet >= self.settle
 
