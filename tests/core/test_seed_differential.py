@@ -651,36 +651,6 @@ def documented_extensions() -> dict[str, str]:
     return rows
 
 
-# Differences found by this module that the core change of issue 12 removes (in progress).
-PENDING = {
-    "reset_request_id given a trace token",
-    "reset_trace_id given a request token",
-    "reset given something that is not a token",
-    "the token is a contextvars.Token",
-    "token.var.reset(token) restores the previous id",
-    "token.old_value is the previous id",
-    "token.var.get() reads the bound id",
-    "request_id_scope as a decorator",
-    "trace_id_scope as a decorator",
-    "apply_snapshot as a decorator",
-    "a decorated function that calls itself",
-    "bind, open a span, reset inside it, close it: the id stays reset",
-    "bind a trace id, open a span, reset inside it, close it",
-    "bind inside a span, close the span: the id stays bound until its reset",
-    "bind a trace id inside a span, close the span",
-    "bind, attach other baggage, reset, detach: the id stays reset",
-    "apply_snapshot with non-str ids",
-    "snapshot round trip",
-    "apply a seed snapshot",
-}
-
-
-def pending(name: str) -> pytest.MarkDecorator | tuple[()]:
-    if name in PENDING:
-        return pytest.mark.xfail(strict=True, reason="issue 12 core change pending")
-    return ()
-
-
 def assert_same_or_documented(c: Case, seed_module: ModuleType) -> None:
     theirs = run_case(c.run, seed_module)
     ours = run_case(c.run, kilostar_otel)
@@ -692,20 +662,12 @@ def assert_same_or_documented(c: Case, seed_module: ModuleType) -> None:
         assert ours == c.ours, f"{c.name}: documented {c.ours!r}, kilostar_otel gives {ours!r}"
 
 
-@pytest.mark.parametrize(
-    "c", [pytest.param(c, marks=pending(c.name)) for c in CASES], ids=[c.name for c in CASES]
-)
+@pytest.mark.parametrize("c", CASES, ids=[c.name for c in CASES])
 def test_same_outcome_as_the_seed(c: Case, seed: ModuleType) -> None:
     assert_same_or_documented(c, seed)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(k, marks=pending(k))
-        for k in ("bind", "scope", "snapshot round trip", "apply a seed snapshot")
-    ],
-)
+@pytest.mark.parametrize("kind", ["bind", "scope", "snapshot round trip", "apply a seed snapshot"])
 def test_ids_of_any_string_behave_as_in_the_seed(
     kind: str, any_string: str, seed: ModuleType
 ) -> None:

@@ -18,6 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, Status
 
 from kilostar_otel import _w3c
 from kilostar_otel._calls import wrap
+from kilostar_otel._idcontext import with_own_ids
 from kilostar_otel._version import __version__
 from kilostar_otel.context import context_from_snapshot
 from kilostar_otel.integrations.ray._flush import (
@@ -101,6 +102,7 @@ def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
             ctx = base
         if not tracing_configured():
             warn_unconfigured()
+    ctx = with_own_ids(ctx)  # the worker's variables hold nothing of this call's
     ray_span = _ray_parent(ray_carrier)
     if ray_span is not None:
         ours = trace.get_current_span(ctx).get_span_context()
