@@ -12,15 +12,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from kilostar_otel._guard import internal_error
+from kilostar_otel._internals import batch_queue, batch_stopped, shutdown_batch
 from kilostar_otel._settings import Settings
 
-__all__ = ["_ExportPipeline", "build_batch", "build_exporter", "shutdown_batch"]
+__all__ = [
+    "PROCESSOR_MARK",
+    "_ExportPipeline",
+    "build_batch",
+    "build_exporter",
+    "mark_processor_installed",
+]
 
 # The warning is configure()'s: it keeps its logger name.
 _log = logging.getLogger("kilostar_otel.configure")
@@ -80,16 +88,6 @@ def build_batch(settings: Settings, exporter: SpanExporter | None) -> BatchSpanP
     )
 
 
-def shutdown_batch(batch: BatchSpanProcessor, timeout_millis: int) -> None:
-    """Export what ``batch`` holds and stop it, giving up after ``timeout_millis``."""
-    # Since 1.3x the SDK's shutdown takes no timeout but its inner BatchProcessor's does.
-    inner = getattr(batch, "_batch_processor", None)
-    if inner is not None and hasattr(inner, "shutdown"):
-        inner.shutdown(timeout_millis=timeout_millis)
-    else:
-        batch.shutdown()  # type: ignore[no-untyped-call]
-
-
 class _ExportPipeline(SpanProcessor):
     """Hands sampled spans to the current batch processor and counts the ones it drops.
 
@@ -105,20 +103,15 @@ class _ExportPipeline(SpanProcessor):
         self._set(batch, max_queue_size)
 
     def _set(self, batch: BatchSpanProcessor | None, max_queue_size: int) -> None:
-        # The SDK keeps its queue (a bounded deque) on an inner BatchProcessor since 1.3x and
-        # on the span processor itself before; without either, drops cannot be counted.
-        inner = getattr(batch, "_batch_processor", batch)
-        queue = getattr(inner, "_queue", None)
-        if queue is None:
-            queue = getattr(inner, "queue", None)
+        # Without the SDK's queue (see _internals.batch_queue), drops cannot be counted.
+        inner, queue = batch_queue(batch)
         self._batch = batch
-        self._queue: deque[Any] | None = queue if isinstance(queue, deque) else None
+        self._queue: deque[Any] | None = queue
         self._max_queue_size = max_queue_size
         self._inner: object = inner
 
     def _stopped(self) -> bool:
-        inner = self._inner
-        return bool(getattr(inner, "_shutdown", False) or getattr(inner, "done", False))
+        return batch_stopped(self._inner)
 
     def replace(
         self, batch: BatchSpanProcessor | None, max_queue_size: int, timeout_millis: int
@@ -155,15 +148,18 @@ class _ExportPipeline(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a sampled span for export, counting it if the queue has no room."""
-        batch = self._batch
-        ctx = span.context
-        if batch is None or ctx is None or not ctx.trace_flags.sampled:
-            return
-        queue = self._queue
-        if queue is not None and (len(queue) >= self._max_queue_size or self._stopped()):
-            with self._lock:
-                self._dropped += 1
-        batch.on_end(span)
+        try:
+            batch = self._batch
+            ctx = span.context
+            if batch is None or ctx is None or not ctx.trace_flags.sampled:
+                return
+            queue = self._queue
+            if queue is not None and (len(queue) >= self._max_queue_size or self._stopped()):
+                with self._lock:
+                    self._dropped += 1
+            batch.on_end(span)
+        except Exception as exc:
+            internal_error("_ExportPipeline.on_end", exc)
 
     def shutdown(self) -> None:
         """Flush and stop the batch processor."""
@@ -173,3 +169,17 @@ class _ExportPipeline(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now."""
         return self._batch.force_flush(timeout_millis) if self._batch is not None else True
+
+
+# -- recognising our processor on any provider ----------------------------------------------------
+
+#: Attribute set on a provider once the KiloStar span processor is added to it.
+PROCESSOR_MARK: Final = "_kilostar_processor_installed"
+
+
+def mark_processor_installed(provider: object) -> None:
+    """Remember on ``provider`` that the KiloStar span processor was added to it."""
+    try:
+        setattr(provider, PROCESSOR_MARK, True)
+    except AttributeError:
+        pass

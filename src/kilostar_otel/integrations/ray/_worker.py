@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from kilostar_otel._internals import ray_in_worker
 from kilostar_otel.integrations.ray._flush import Flushing, FlushLocalRoots, tracing_configured
 
 if TYPE_CHECKING:
@@ -78,15 +79,6 @@ def warn_unconfigured() -> None:
     )
 
 
-def _in_ray_worker() -> bool:
-    try:
-        import ray
-
-        return bool(ray._private.worker.global_worker.mode == ray.WORKER_MODE)
-    except Exception:
-        return False
-
-
 def _worker_resource() -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {"process.pid": os.getpid()}
     try:
@@ -117,7 +109,7 @@ def setup_worker() -> None:
     """
     _setup_tracing()
     user_hook = os.environ.get(USER_SETUP_HOOK_ENV)
-    if user_hook and _in_ray_worker():
+    if user_hook and ray_in_worker():
         _import_hook(user_hook)()
 
 
@@ -141,7 +133,7 @@ def _setup_tracing() -> None:
             Flushing.timeout = max(float(timeout), 0.0)
     except ValueError:
         _log.warning("kilostar_otel: ignoring %s: not a number", FLUSH_TIMEOUT_ENV)
-    if not _in_ray_worker():
+    if not ray_in_worker():
         # Ray's tracing hook also runs in the driver, which configures tracing itself.
         return
     with _Setup.lock:
