@@ -43,6 +43,7 @@ from kilostar_otel._idcontext import (
     snapshot_id,
     trace_id_from,
 )
+from kilostar_otel._idcontext import context_with_request_id as context_with_request_id
 from kilostar_otel._internals import BAGGAGE_KEY as OTEL_BAGGAGE_KEY
 from kilostar_otel._internals import attach_context, current_context, reset_context
 from kilostar_otel._names import REQUEST_ID_BAGGAGE
