@@ -14,7 +14,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# The demo needs only the cli extra (a .venv made by `make setup` already has it).
+DEMO_STAMP := $(VENV)/.demo-stamp
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --upgrade uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[cli]"
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/kilostar-otel demo
 
 lint: $(STAMP)

@@ -45,7 +45,6 @@ PUBLIC_SURFACE: dict[str, list[str]] = {
     ],
     "kilostar_otel.context": [
         "BAGGAGE_KEY",
-        "IdToken",
         "apply_snapshot",
         "bind_request_id",
         "bind_trace_id",
@@ -111,7 +110,7 @@ PUBLIC_SURFACE: dict[str, list[str]] = {
     ],
     "kilostar_otel.integrations.threads": ["ThreadPoolExecutor", "wrap"],
     "kilostar_otel.viewer": ["OtlpReceiver", "ReceivedSpan"],
-    "kilostar_otel.cli": ["build_parser", "main", "parse_args"],
+    "kilostar_otel.cli": ["build_parser", "main", "missing_extra", "parse_args"],
 }
 
 

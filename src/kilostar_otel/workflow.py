@@ -6,6 +6,7 @@ hex), and Links join it to the request span both ways, so either side opens the 
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -19,7 +20,7 @@ from opentelemetry.util.types import AttributeValue
 
 from kilostar_otel import _internals
 from kilostar_otel._calls import detach, wrap
-from kilostar_otel._idcontext import TRACE_ID_KEY, request_id_from
+from kilostar_otel._idcontext import TRACE_ID_KEY, current_request_id
 from kilostar_otel._internals import SPAN_KEY, stamp_attribute
 from kilostar_otel._names import (
     GEN_AI_OPERATION_NAME,
@@ -69,6 +70,23 @@ def _tracer_of(provider: TracerProvider) -> Tracer:
     return tracer
 
 
+_log = logging.getLogger("kilostar_otel")
+_warned_no_sdk: list[bool] = []
+
+
+def _warn_no_sdk(name: str) -> None:
+    """Say once per process that workflows are recorded nowhere without an SDK provider."""
+    if not _warned_no_sdk:
+        _warned_no_sdk.append(True)
+        _log.warning(
+            "kilostar_otel: workflow(%r) started with no OpenTelemetry SDK TracerProvider "
+            "configured, so its trace is recorded nowhere (its trace_id is a fresh random id). "
+            "Call kilostar_otel.configure() at start-up, or set an SDK TracerProvider. "
+            "Logged once per process.",
+            name,
+        )
+
+
 class _Run:
     """One execution of a workflow: its root span and the context that makes it current."""
 
@@ -89,7 +107,7 @@ class _Run:
         }
         if attributes:
             root_attributes.update(attributes)
-        request_id = request_id_from(parent)
+        request_id = current_request_id()
         if request_id:
             root_attributes[REQUEST_ID_ATTRIBUTE] = request_id
         # Same baggage and ids, but no current span: the root starts a new trace.
@@ -105,9 +123,11 @@ class _Run:
         )
         span_context = span.get_span_context()
         # With no SDK installed the root is a no-op span with trace id 0: ids still work.
-        trace_id = (
-            format(span_context.trace_id, "032x") if span_context.is_valid else new_trace_id()
-        )
+        if span_context.is_valid:
+            trace_id = format(span_context.trace_id, "032x")
+        else:
+            trace_id = new_trace_id()
+            _warn_no_sdk(name)
         stamp_attribute(span, TRACE_ID_ATTRIBUTE, trace_id)
         if span_context.is_valid and request_span.is_recording():
             request_span.add_link(span_context)

@@ -7,8 +7,7 @@ import signal
 import sys
 import threading
 import time
-from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 from kilostar_otel.viewer.tree import TraceGroup, TraceGrouper, make_console, render_groups
 
@@ -71,17 +70,13 @@ def run_serve(
             writer.write(request)
             written += 1
 
-    # Ctrl-C and SIGTERM only set a flag: a signal landing mid-print must not lose a group.
+    # Ctrl-C and SIGTERM only set a flag: a tree being printed is never cut off half-way.
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, request_stop)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if in_main:
+        for sig in previous:
+            signal.signal(sig, lambda signum, frame: stop.set())
     print(
         f"kilostar-otel serve: OTLP gRPC on {receiver.grpc_endpoint}, "
         f"OTLP HTTP on {receiver.http_endpoint}/v1/traces. Ctrl-C to stop.",
@@ -94,12 +89,13 @@ def run_serve(
                 groups = grouper.pop_ready(time.monotonic())
             emit(groups)
             write_new()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # not in the main thread: no handler of ours
         pass
     finally:
         receiver.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if in_main:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     with lock:
         groups = grouper.pop_ready(time.monotonic(), everything=True)
     emit(groups)

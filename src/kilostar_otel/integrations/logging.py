@@ -19,7 +19,7 @@ from typing import Any, Final
 from opentelemetry import trace
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._idcontext import request_id_from, trace_id_from
+from kilostar_otel._idcontext import current_request_id, current_trace_id
 from kilostar_otel._internals import current_context
 from kilostar_otel._internals import loguru_patcher as configured_patcher
 from kilostar_otel._names import LOG_EVENTS_DROPPED_ATTRIBUTE
@@ -68,8 +68,8 @@ def log_fields() -> dict[str, str]:
     else:
         otel_trace_id = otel_span_id = ""
     return {
-        "request_id": request_id_from(ctx),
-        "trace_id": trace_id_from(ctx),
+        "request_id": current_request_id(),
+        "trace_id": current_trace_id(),
         "otel_trace_id": otel_trace_id,
         "otel_span_id": otel_span_id,
     }

@@ -18,7 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, Status
 from kilostar_otel import _w3c
 from kilostar_otel._calls import wrap
 from kilostar_otel._guard import internal_error
-from kilostar_otel._idcontext import context_from_snapshot
+from kilostar_otel._idcontext import context_from_snapshot, with_own_ids
 from kilostar_otel._internals import ray_tracing_hook_enabled
 from kilostar_otel._version import __version__
 from kilostar_otel.integrations.ray._flush import (
@@ -88,6 +88,7 @@ def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
         ctx = context_from_snapshot(snap, base) or base
         if not tracing_configured():
             warn_unconfigured()
+    ctx = with_own_ids(ctx)  # the worker's variables hold nothing of this call's
     ray_span = _ray_parent(ray_carrier)
     if ray_span is not None:
         ours = trace.get_current_span(ctx).get_span_context()
