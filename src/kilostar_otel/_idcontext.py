@@ -176,8 +176,11 @@ def trace_id_from(ctx: Context) -> str:
     return value if type(value) is str else ""
 
 
-def context_with_request_id(ctx: Context, request_id: str) -> Context:
-    """Return ``ctx`` with ``request_id`` bound (and in baggage); ``""`` unbinds it."""
+def context_with_request_id(ctx: Context, request_id: str, seed_record: Any = None) -> Context:
+    """Return ``ctx`` with ``request_id`` bound (and in baggage); ``""`` unbinds it.
+
+    ``seed_record``, when given, is stored as the context's seed record (see ``context.py``).
+    """
     bag = ctx.get(BAGGAGE_KEY)
     if request_id:
         new_bag = (
@@ -188,7 +191,16 @@ def context_with_request_id(ctx: Context, request_id: str) -> Context:
     else:
         new_bag = dict(bag) if bag and type(bag) is dict else {}
         new_bag.pop(REQUEST_ID_BAGGAGE, None)
-    return Context({**ctx, BAGGAGE_KEY: new_bag, BOUND_REQUEST_ID_KEY: request_id})
+    if seed_record is None:
+        return Context({**ctx, BAGGAGE_KEY: new_bag, BOUND_REQUEST_ID_KEY: request_id})
+    return Context(
+        {
+            **ctx,
+            BAGGAGE_KEY: new_bag,
+            BOUND_REQUEST_ID_KEY: request_id,
+            SEED_REQUEST_KEY: seed_record,
+        }
+    )
 
 
 def context_with_trace_id(ctx: Context, trace_id: str) -> Context:

@@ -25,7 +25,6 @@ from opentelemetry.context import Context
 
 from kilostar_otel import _w3c
 from kilostar_otel._idcontext import (
-    BOUND_REQUEST_ID_KEY,
     CONTEXT_ID,
     OTEL_TOKEN,
     REQUEST_ID_VAR,
@@ -44,7 +43,6 @@ from kilostar_otel._idcontext import (
     trace_id_from,
 )
 from kilostar_otel._idcontext import context_with_request_id as context_with_request_id
-from kilostar_otel._internals import BAGGAGE_KEY as OTEL_BAGGAGE_KEY
 from kilostar_otel._internals import attach_context, current_context, reset_context
 from kilostar_otel._names import REQUEST_ID_BAGGAGE
 from kilostar_otel.ids import new_request_id
@@ -94,19 +92,7 @@ def _coerce(value: object) -> str:
 
 def _request_context(ctx: Context, value: str, record: list[Any]) -> Context:
     """``ctx`` with ``value`` as the bound request id (and baggage entry), made by ``record``."""
-    bag = ctx.get(OTEL_BAGGAGE_KEY)
-    if value:
-        new_bag = (
-            {**bag, REQUEST_ID_BAGGAGE: value}
-            if bag and type(bag) is dict
-            else {REQUEST_ID_BAGGAGE: value}
-        )
-    else:
-        new_bag = dict(bag) if bag and type(bag) is dict else {}
-        new_bag.pop(REQUEST_ID_BAGGAGE, None)
-    return Context(
-        {**ctx, OTEL_BAGGAGE_KEY: new_bag, BOUND_REQUEST_ID_KEY: value, SEED_REQUEST_KEY: record}
-    )
+    return context_with_request_id(ctx, value, record)
 
 
 def _trace_context(ctx: Context, value: str, record: list[Any]) -> Context:
@@ -219,20 +205,7 @@ class _RequestIdScope(_Scope):
         if type(value) is not str:
             value = self._value = _coerce(value)
         self._token = _set_request_var(value)
-        current = current_context()
-        bag = current.get(OTEL_BAGGAGE_KEY)
-        if value:
-            new_bag = (
-                {**bag, REQUEST_ID_BAGGAGE: value}
-                if bag and type(bag) is dict
-                else {REQUEST_ID_BAGGAGE: value}
-            )
-        else:
-            new_bag = dict(bag) if bag and type(bag) is dict else {}
-            new_bag.pop(REQUEST_ID_BAGGAGE, None)
-        ctx = self._attached = Context(
-            {**current, OTEL_BAGGAGE_KEY: new_bag, BOUND_REQUEST_ID_KEY: value}
-        )
+        ctx = self._attached = context_with_request_id(current_context(), value)
         self._otel_token = attach_context(ctx)
         return value
 
