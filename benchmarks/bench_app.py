@@ -1,0 +1,510 @@
+"""Whole application: the same Starlette app traced four ways, each in its own fresh process.
+
+The app has two routes: ``/items`` makes three child spans, ``/plan`` makes the same three and
+then starts a workflow (a new trace linked to the request) with two steps. Requests alternate
+between the two, driven in-process by direct ASGI calls (no sockets, no server: what is measured
+is the tracing, not HTTP). Every arm exports over OTLP/gRPC to one real
+:class:`~kilostar_otel.viewer.receiver.OtlpReceiver` in another process, which counts what
+arrives per ``service.name``. The arms:
+
+- ``otel``: plain OpenTelemetry by hand: the SDK's ``BatchSpanProcessor`` and OTLP exporter,
+  OTel's ASGI middleware, the workflow a new root span with a link to the request span;
+- ``kilostar``: ``configure()`` + ``RequestIdMiddleware`` + OTel's ASGI middleware +
+  ``workflow()``;
+- ``logfire``: Pydantic Logfire (``logfire.configure(send_to_logfire=False)`` with the SDK's
+  OTLP/gRPC exporter as its span processor, ``logfire.instrument_asgi``, ``logfire.span``), the
+  request id from asgi-correlation-id put in baggage with ``logfire.set_baggage``, the workflow
+  with ``@logfire.instrument(new_trace=True)``;
+- ``correlation``: asgi-correlation-id + plain OpenTelemetry + ``BaggageSpanProcessor``, the id
+  put in baggage by a few lines of middleware.
+
+Every arm makes the same spans (the server span without OTel's per-message ``http send``/``http
+receive`` spans, which Logfire leaves out by default). Measured per request, over the measured
+requests after a warm-up: CPU of the whole process from the first request until the final
+flush has exported everything (so the export threads are in it), CPU of the request thread
+alone (``time.thread_time``), wall time, and resident memory; and, per arm and pass, the spans
+created and the spans delivered. Arms alternate their order from pass to pass; ratios are taken
+within a pass. ``python -m benchmarks.bench_app --json out.json`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ARMS", "Settings", "run"]
+
+ARMS = ("otel", "kilostar", "logfire", "correlation")
+LABELS = {
+    "otel": "plain OpenTelemetry by hand",
+    "kilostar": "kilostar-otel",
+    "logfire": "Pydantic Logfire",
+    "correlation": "asgi-correlation-id + OTel + BaggageSpanProcessor",
+}
+CHILDREN = ("load", "score", "render")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How many passes and requests."""
+
+    passes: int = 6
+    requests: int = 3000
+    warmup: int = 300
+
+    @classmethod
+    def quick(cls) -> Settings:
+        """A smoke run: one pass, a few requests per arm."""
+        return cls(passes=1, requests=40, warmup=10)
+
+
+# -- the app, the same for every arm --------------------------------------------------------------
+
+Span = Callable[[str], AbstractContextManager[Any]]
+
+
+def make_app(span: Span, workflow: Span) -> Any:
+    """The Starlette app: ``/items`` (three child spans) and ``/plan`` (the same, then a workflow
+    with two steps); ``span(name)`` and ``workflow(name)`` are the arm's ways to make them."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def items(request: Request) -> PlainTextResponse:
+        for name in CHILDREN:
+            with span(name):
+                pass
+        return PlainTextResponse("ok")
+
+    async def plan(request: Request) -> PlainTextResponse:
+        for name in CHILDREN:
+            with span(name):
+                pass
+        with workflow("plan"):
+            with span("step 1"):
+                pass
+            with span("step 2"):
+                pass
+        return PlainTextResponse("planned")
+
+    return Starlette(routes=[Route("/items", items), Route("/plan", plan)])
+
+
+#: Spans per request of each route: the server span, three children (and a workflow root and
+#: two steps on ``/plan``).
+SPANS_PER_ROUTE = {"/items": 4, "/plan": 7}
+PATHS = tuple(SPANS_PER_ROUTE)
+
+
+@dataclass
+class Built:
+    """A built arm: the ASGI app to call, how to flush and stop, and its created-span count."""
+
+    app: Any
+    flush: Callable[[], object]
+    shutdown: Callable[[], object]
+    created: Callable[[], int]
+
+
+def _counter() -> Any:
+    """A span processor that counts the spans that end (the spans created)."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Created(SpanProcessor):
+        count = 0
+
+        def on_end(self, span: Any) -> None:
+            self.count += 1
+
+    return Created()
+
+
+def _sdk_batch(endpoint: str) -> Any:
+    """The SDK's batch processor (defaults) with the SDK's OTLP/gRPC exporter."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
+
+
+def _otel_middleware(app: Any) -> Any:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return OpenTelemetryMiddleware(app, exclude_spans=["receive", "send"])
+
+
+def _by_hand_workflow(tracer: Any) -> Span:
+    """A workflow written with the SDK: a new root span (keeping baggage) linked to the request."""
+    from opentelemetry import trace
+    from opentelemetry.trace import INVALID_SPAN, Link
+
+    @contextlib.contextmanager
+    def workflow(name: str) -> Iterator[Any]:
+        current = trace.get_current_span().get_span_context()
+        links = [Link(current)] if current.is_valid else None
+        with tracer.start_as_current_span(
+            f"workflow {name}", context=trace.set_span_in_context(INVALID_SPAN), links=links
+        ) as root:
+            yield root
+
+    return workflow
+
+
+def _sdk_provider(service: str, *first: Any) -> tuple[Any, Any]:
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    for processor in first:
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider, provider.get_tracer("bench-app")
+
+
+def _build_otel(service: str, endpoint: str) -> Built:
+    counter = _counter()
+    provider, tracer = _sdk_provider(service)
+    provider.add_span_processor(_sdk_batch(endpoint))
+    provider.add_span_processor(counter)
+    app = make_app(tracer.start_as_current_span, _by_hand_workflow(tracer))
+    return Built(
+        _otel_middleware(app), provider.force_flush, provider.shutdown, lambda: counter.count
+    )
+
+
+def _build_kilostar(service: str, endpoint: str) -> Built:
+    from opentelemetry import trace
+
+    from kilostar_otel import configure, workflow
+    from kilostar_otel.integrations.asgi import RequestIdMiddleware
+
+    telemetry = configure(service, endpoint=f"http://{endpoint}", protocol="grpc")
+    counter = _counter()
+    telemetry.tracer_provider.add_span_processor(counter)
+    tracer = trace.get_tracer("bench-app")
+    app = make_app(tracer.start_as_current_span, workflow)
+    return Built(
+        RequestIdMiddleware(_otel_middleware(app)),
+        telemetry.force_flush,
+        telemetry.shutdown,
+        lambda: counter.count,
+    )
+
+
+class _IdToBaggage:
+    """ASGI middleware inside the server span: the correlation id (set by asgi-correlation-id
+    outside) as an attribute of the server span and, for every span below it, in baggage."""
+
+    def __init__(self, app: Any, bind: Callable[[str], AbstractContextManager[Any]]) -> None:
+        self.app = app
+        self.bind = bind
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from asgi_correlation_id import correlation_id
+        from opentelemetry import trace
+
+        request_id = correlation_id.get()
+        if scope["type"] != "http" or not request_id:
+            await self.app(scope, receive, send)
+            return
+        trace.get_current_span().set_attribute("request_id", request_id)
+        with self.bind(request_id):
+            await self.app(scope, receive, send)
+
+
+def _build_logfire(service: str, endpoint: str) -> Built:
+    import logfire
+    from asgi_correlation_id import CorrelationIdMiddleware
+
+    counter = _counter()
+    logfire.configure(
+        send_to_logfire=False,
+        service_name=service,
+        console=False,
+        metrics=False,  # no arm records metrics
+        additional_span_processors=[_sdk_batch(endpoint), counter],
+    )
+
+    def bind(request_id: str) -> AbstractContextManager[None]:
+        return logfire.set_baggage(request_id=request_id)
+
+    app = make_app(logfire.span, _logfire_workflow(logfire))
+    wrapped = CorrelationIdMiddleware(logfire.instrument_asgi(_IdToBaggage(app, bind)))
+    return Built(wrapped, logfire.force_flush, logfire.shutdown, lambda: counter.count)
+
+
+def _logfire_workflow(logfire: Any) -> Span:
+    """A workflow the Logfire way: ``@logfire.instrument(new_trace=True)`` on the function that
+    runs it. The app's ``with workflow(name):`` body runs inside that function: the decorated
+    generator yields once, the body runs, then the generator finishes and its span ends."""
+
+    @logfire.instrument("workflow {name}", new_trace=True, allow_generator=True)
+    def run(name: str) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def workflow(name: str) -> Iterator[None]:
+        steps = run(name)
+        next(steps)
+        try:
+            yield
+        finally:
+            steps.close()
+
+    return workflow
+
+
+def _build_correlation(service: str, endpoint: str) -> Built:
+    from asgi_correlation_id import CorrelationIdMiddleware
+    from opentelemetry import baggage
+    from opentelemetry.context import attach, detach
+    from opentelemetry.processor.baggage import ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor
+
+    counter = _counter()
+    provider, tracer = _sdk_provider(service, BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS))
+    provider.add_span_processor(_sdk_batch(endpoint))
+    provider.add_span_processor(counter)
+
+    @contextlib.contextmanager
+    def bind(request_id: str) -> Iterator[None]:
+        token = attach(baggage.set_baggage("request_id", request_id))
+        try:
+            yield
+        finally:
+            detach(token)
+
+    app = make_app(tracer.start_as_current_span, _by_hand_workflow(tracer))
+    wrapped = CorrelationIdMiddleware(_otel_middleware(_IdToBaggage(app, bind)))
+    return Built(wrapped, provider.force_flush, provider.shutdown, lambda: counter.count)
+
+
+BUILDERS: dict[str, Callable[[str, str], Built]] = {
+    "otel": _build_otel,
+    "kilostar": _build_kilostar,
+    "logfire": _build_logfire,
+    "correlation": _build_correlation,
+}
+
+
+# -- driving the app, in the arm's process --------------------------------------------------------
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench.local"), (b"user-agent", b"bench-app")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _drive(app: Any, requests: int) -> int:
+    """Send ``requests`` requests, alternating the routes; how many were answered 200."""
+    scopes = [_scope(path) for path in PATHS]
+    body = {"type": "http.request", "body": b"", "more_body": False}
+    ok = 0
+
+    async def receive() -> dict[str, Any]:
+        return body
+
+    for n in range(requests):
+        statuses: list[int] = []
+
+        async def send(message: MutableMapping[str, Any], statuses: list[int] = statuses) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(dict(scopes[n % 2]), receive, send)
+        ok += statuses == [200]
+    return ok
+
+
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` field in bytes (0 where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def measure(arm: str, service: str, endpoint: str, requests: int, warmup: int) -> dict[str, Any]:
+    """Build ``arm`` in this process, warm it up, drive ``requests`` requests; the figures."""
+    import logging
+
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+    built = BUILDERS[arm](service, endpoint)
+    loop = asyncio.new_event_loop()
+    try:
+        warm_ok = loop.run_until_complete(_drive(built.app, warmup))
+        built.flush()
+        gc.collect()
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM)
+        rss_before = _status("VmRSS")
+        created_before = built.created()
+        cpu, thread, wall = time.process_time(), time.thread_time(), time.perf_counter()
+        ok = loop.run_until_complete(_drive(built.app, requests))
+        thread = time.thread_time() - thread
+        wall = time.perf_counter() - wall
+        built.flush()  # every span of the measured requests exported: their export CPU counts
+        cpu = time.process_time() - cpu
+        rss_after = _status("VmRSS")
+        peak = _status("VmHWM")
+    finally:
+        loop.close()
+    created = built.created()
+    expected = (requests + warmup) // 2 * sum(SPANS_PER_ROUTE.values()) + (
+        (requests + warmup) % 2 * SPANS_PER_ROUTE[PATHS[0]]
+    )
+    result = {
+        "arm": arm,
+        "service": service,
+        "requests": requests,
+        "answered": ok + warm_ok,
+        "created": created,
+        "created_measured": created - created_before,
+        "expected": expected,
+        "cpu_s": cpu,
+        "thread_cpu_s": thread,
+        "wall_s": wall,
+        "rss": rss_after,
+        "rss_growth": rss_after - rss_before,
+        "peak_growth": max(0, peak - rss_before),
+    }
+    built.shutdown()
+    return result
+
+
+# -- the run: a receiver process, one fresh process per arm and pass ------------------------------
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LOGFIRE_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def run_arm(arm: str, service: str, endpoint: str, settings: Settings) -> dict[str, Any]:
+    """Run ``arm`` in a fresh interpreter; its figures."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_app",
+            "--child",
+            arm,
+            service,
+            endpoint,
+            str(settings.requests),
+            str(settings.warmup),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_environment(),
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"arm {arm} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def order(passes: int) -> list[list[str]]:
+    """The arms' order in each pass: forwards, then backwards, rotating one step every two
+    passes, so no arm always runs first, last, or next to the same neighbour."""
+    orders = []
+    for n in range(passes):
+        shift = (n // 2) % len(ARMS)
+        arms = list(ARMS[shift:] + ARMS[:shift])
+        orders.append(arms if n % 2 == 0 else arms[::-1])
+    return orders
+
+
+def run(settings: Settings, quiet: bool = False) -> dict[str, Any]:
+    """Every pass of every arm against one receiver; a JSON-able dict of results."""
+    from benchmarks.capacity import ReceiverProcess
+
+    receiver = ReceiverProcess()
+    rows: list[dict[str, Any]] = []
+    try:
+        for n, arms in enumerate(order(settings.passes)):
+            for arm in arms:
+                service = f"app-{arm}-{n}"
+                row = run_arm(arm, service, receiver.endpoint, settings)
+                row["pass"] = n
+                row["delivered"] = receiver.wait_for(service, row["created"])
+                row["lossless"] = row["delivered"] == row["created"] == row["expected"]
+                rows.append(row)
+                if not quiet:
+                    per = 1e6 / settings.requests
+                    print(
+                        f"  app pass {n + 1}/{settings.passes} {arm:12} "
+                        f"thread {row['thread_cpu_s'] * per:7.1f} µs  "
+                        f"cpu {row['cpu_s'] * per:7.1f} µs  wall {row['wall_s'] * per:7.1f} µs  "
+                        f"delivered {row['delivered']}/{row['created']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        receiver.close()
+    return {"settings": asdict(settings), "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.bench_app [--quick] [--json PATH]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
+    parser.add_argument("--passes", type=int, help="passes (default 6)")
+    parser.add_argument("--requests", type=int, help="measured requests per arm and pass")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        arm, service, endpoint, requests, warmup = args.child
+        print(json.dumps(measure(arm, service, endpoint, int(requests), int(warmup))), flush=True)
+        return 0
+    settings = Settings.quick() if args.quick else Settings()
+    if args.passes or args.requests:
+        settings = Settings(
+            passes=args.passes or settings.passes,
+            requests=args.requests or settings.requests,
+            warmup=settings.warmup,
+        )
+    results = run(settings)
+    text = json.dumps(results, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
