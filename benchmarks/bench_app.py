@@ -35,6 +35,7 @@ import contextlib
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARMS", "Settings", "run"]
+__all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "summary"]
 
 ARMS = ("otel", "kilostar", "logfire", "correlation")
 LABELS = {
@@ -475,6 +476,68 @@ def run(settings: Settings, quiet: bool = False) -> dict[str, Any]:
     finally:
         receiver.close()
     return {"settings": asdict(settings), "rows": rows}
+
+
+#: What is measured per request, in seconds: request-thread CPU, process CPU, wall time.
+METRICS = ("thread_cpu_s", "cpu_s", "wall_s")
+
+
+def _spread(values: list[float]) -> tuple[float, float] | None:
+    """The quartiles of ``values`` (four or more), else their range; None when empty."""
+    if not values:
+        return None
+    if len(values) >= 4:
+        q = statistics.quantiles(values, n=4)
+        return (q[0], q[2])
+    return (min(values), max(values))
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Per arm: medians per request over its lossless passes, spans created and delivered,
+    lossy passes; per other arm: kilostar ÷ arm per metric, the median of the per-pass ratios
+    (passes where both were lossless) with their spread."""
+    rows = results["rows"]
+    requests = results["settings"]["requests"]
+    by_pass = {(r["arm"], r["pass"]): r for r in rows}
+    passes = sorted({r["pass"] for r in rows})
+    arms: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:
+        mine = [r for r in rows if r["arm"] == arm]
+        good = [r for r in mine if r["lossless"]]
+        entry: dict[str, Any] = {
+            "passes": len(mine),
+            "lossy_passes": [r["pass"] for r in mine if not r["lossless"]],
+            "created": sum(r["created"] for r in mine),
+            "delivered": sum(r["delivered"] for r in mine),
+            "rss": statistics.median(r["rss"] for r in mine) if mine else 0,
+            "peak_growth": statistics.median(r["peak_growth"] for r in mine) if mine else 0,
+        }
+        for metric in METRICS:
+            values = [r[metric] / requests for r in good]
+            entry[metric] = statistics.median(values) if values else None
+            entry[metric + "_spread"] = _spread(values)
+        arms[arm] = entry
+    ratios: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:
+        if arm == "kilostar":
+            continue
+        ratios[arm] = {}
+        for metric in METRICS:
+            pairs = [
+                ours[metric] / theirs[metric]
+                for n in passes
+                if (ours := by_pass.get(("kilostar", n))) is not None
+                and (theirs := by_pass.get((arm, n))) is not None
+                and ours["lossless"]
+                and theirs["lossless"]
+                and theirs[metric] > 0
+            ]
+            ratios[arm][metric] = {
+                "ratio": statistics.median(pairs) if pairs else None,
+                "spread": _spread(pairs),
+                "passes": len(pairs),
+            }
+    return {"arms": arms, "ratios": ratios}
 
 
 def main(argv: list[str] | None = None) -> int:

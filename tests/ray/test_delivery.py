@@ -1,0 +1,83 @@
+"""Delivery proof: 10,000 traced calls, and every one of their spans arrives at the receiver.
+
+The calls run where spans are most easily lost: tasks on pool workers that Ray retires and
+starts again (``max_calls``; fractional CPUs so Ray runs more workers than its soft limit and
+reaps the idle ones between bursts), and actors that are terminated gracefully right after their
+last call, without waiting for it. Each span is counted at the OTLP receiver by its request id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+import ray
+
+from kilostar_otel import new_request_id, request_id_scope
+from kilostar_otel.integrations import ray as kray
+from kilostar_otel.viewer import OtlpReceiver
+
+pytestmark = pytest.mark.ray
+
+TASK_BURSTS = 12
+TASKS_PER_BURST = 500
+MAX_CALLS = 250  # a pool worker exits after this many tasks; Ray starts a new one
+ACTORS = 8
+CALLS_PER_ACTOR = 500
+
+
+@kray.remote(max_calls=MAX_CALLS, num_cpus=0.25)
+def proof_task(n: int) -> int:
+    return os.getpid()
+
+
+@kray.remote
+class ProofActor:
+    def call(self, n: int) -> int:
+        return os.getpid()
+
+
+def _count(receiver: OtlpReceiver, request_id: str, expected: int) -> dict[str, int]:
+    """Spans of this request per name, once ``expected`` arrived or nothing more arrives."""
+    last, still_since = -1, time.monotonic()
+    while True:
+        counts: dict[str, int] = {}
+        for span in receiver.spans():
+            if span.attributes.get("kilostar.request_id") == request_id:
+                counts[span.name] = counts.get(span.name, 0) + 1
+        total = sum(counts.values())
+        now = time.monotonic()
+        if total >= expected or now - still_since > 10:
+            return counts
+        if total != last:
+            last, still_since = total, now
+        time.sleep(0.2)
+
+
+def test_ten_thousand_calls_on_recycled_workers_and_ended_actors_lose_no_span(
+    ray_cluster: Any, ray_receiver: OtlpReceiver
+) -> None:
+    request_id = new_request_id()
+    task_pids: set[int] = set()
+    actor_pids: set[int] = set()
+    with request_id_scope(request_id):
+        for burst in range(TASK_BURSTS):
+            t0 = time.monotonic()
+            task_pids.update(ray.get([proof_task.remote(n) for n in range(TASKS_PER_BURST)]))
+            print("burst", burst, time.monotonic() - t0, len(task_pids), flush=True)
+            if burst % 4 == 3:
+                time.sleep(1.5)  # idle: Ray reaps the workers above its soft limit
+        for _ in range(ACTORS):
+            t0 = time.monotonic()
+            actor = ProofActor.remote()
+            actor_pids.update(ray.get([actor.call.remote(n) for n in range(CALLS_PER_ACTOR)]))
+            print("actor", time.monotonic() - t0, flush=True)
+            kray.unwrap(actor).__ray_terminate__.remote()  # graceful; not waited for
+    tasks, calls = TASK_BURSTS * TASKS_PER_BURST, ACTORS * CALLS_PER_ACTOR
+    counts = _count(ray_receiver, request_id, tasks + calls)
+    assert counts == {"ray.task proof_task": tasks, "ray.actor ProofActor.call": calls}
+    # The workers really were retired and started again, and every actor had its own process.
+    assert len(task_pids) >= tasks // MAX_CALLS
+    assert len(actor_pids) == ACTORS
