@@ -437,26 +437,26 @@ def run_arm(arm: str, service: str, endpoint: str, settings: Settings) -> dict[s
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def order(passes: int) -> list[list[str]]:
+def order(passes: int, arms: tuple[str, ...] = ARMS) -> list[list[str]]:
     """The arms' order in each pass: forwards, then backwards, rotating one step every two
     passes, so no arm always runs first, last, or next to the same neighbour."""
     orders = []
     for n in range(passes):
-        shift = (n // 2) % len(ARMS)
-        arms = list(ARMS[shift:] + ARMS[:shift])
-        orders.append(arms if n % 2 == 0 else arms[::-1])
+        shift = (n // 2) % len(arms)
+        arms_now = list(arms[shift:] + arms[:shift])
+        orders.append(arms_now if n % 2 == 0 else arms_now[::-1])
     return orders
 
 
-def run(settings: Settings, quiet: bool = False) -> dict[str, Any]:
+def run(settings: Settings, quiet: bool = False, arms: tuple[str, ...] = ARMS) -> dict[str, Any]:
     """Every pass of every arm against one receiver; a JSON-able dict of results."""
     from benchmarks.capacity import ReceiverProcess
 
     receiver = ReceiverProcess()
     rows: list[dict[str, Any]] = []
     try:
-        for n, arms in enumerate(order(settings.passes)):
-            for arm in arms:
+        for n, in_order in enumerate(order(settings.passes, arms)):
+            for arm in in_order:
                 service = f"app-{arm}-{n}"
                 row = run_arm(arm, service, receiver.endpoint, settings)
                 row["pass"] = n
@@ -546,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
     parser.add_argument("--passes", type=int, help="passes (default 6)")
     parser.add_argument("--requests", type=int, help="measured requests per arm and pass")
+    parser.add_argument("--arms", help="a comma-separated subset of the arms (for profiling)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -560,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
             requests=args.requests or settings.requests,
             warmup=settings.warmup,
         )
-    results = run(settings)
+    arms = tuple(args.arms.split(",")) if args.arms else ARMS
+    results = run(settings, arms=arms)
     text = json.dumps(results, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 
 __all__ = [
     "REQUEST_ID_MAX_LENGTH",
@@ -47,7 +46,12 @@ def is_valid_trace_id(value: object) -> bool:
 
 def new_request_id(prefix: str = "req") -> str:
     """Return a fresh request id, ``<prefix>-<uuid4 hex>`` (the seed's format)."""
-    return f"{prefix}-{uuid.uuid4().hex}"
+    # uuid.uuid4().hex without the UUID object (a quarter of the cost): 16 random bytes with
+    # the version (4) and variant (RFC 4122) bits set.
+    value = bytearray(os.urandom(16))
+    value[6] = value[6] & 0x0F | 0x40
+    value[8] = value[8] & 0x3F | 0x80
+    return f"{prefix}-{value.hex()}"
 
 
 def new_trace_id() -> str:
