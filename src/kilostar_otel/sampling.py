@@ -7,7 +7,6 @@ links that point at nothing. :class:`LinkAwareSampler` decides such a root from 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Final
 
@@ -124,7 +123,7 @@ def _ratio(arg: str | float | None) -> float:
 
 def sampler_from_env() -> Sampler:
     """The sampler named by ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (strictly)."""
-    return sampler_from_name(
-        os.environ.get("OTEL_TRACES_SAMPLER", "") or "parentbased_always_on",
-        os.environ.get("OTEL_TRACES_SAMPLER_ARG"),
-    )
+    # The variables are read where configure() reads them (imported here: it builds on us).
+    from kilostar_otel._settings import sampler_from_environment
+
+    return sampler_from_name(*sampler_from_environment())
