@@ -23,8 +23,10 @@ receive`` spans, which Logfire leaves out by default). Measured per request, ove
 requests after a warm-up: CPU of the whole process from the first request until the final
 flush has exported everything (so the export threads are in it), CPU of the request thread
 alone (``time.thread_time``), wall time, and resident memory; and, per arm and pass, the spans
-created and the spans delivered. Arms alternate their order from pass to pass; ratios are taken
-within a pass. ``python -m benchmarks.bench_app --json out.json`` runs it alone.
+created and the spans delivered. Within a pass the arms' processes take turns in rounds of a
+few hundred requests (so every arm sees the same moments of a busy machine); the order
+alternates from pass to pass; ratios are taken within a pass.
+``python -m benchmarks.bench_app --json out.json`` runs it alone.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "summary"]
+__all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "run_pass", "summary"]
 
 ARMS = ("otel", "kilostar", "logfire", "correlation")
 LABELS = {
@@ -65,11 +67,12 @@ class Settings:
     passes: int = 6
     requests: int = 3000
     warmup: int = 300
+    round: int = 250  # requests per arm and turn
 
     @classmethod
     def quick(cls) -> Settings:
         """A smoke run: one pass, a few requests per arm."""
-        return cls(passes=1, requests=40, warmup=10)
+        return cls(passes=1, requests=40, warmup=10, round=20)
 
 
 # -- the app, the same for every arm --------------------------------------------------------------
@@ -322,8 +325,9 @@ def _scope(path: str) -> dict[str, Any]:
     }
 
 
-async def _drive(app: Any, requests: int) -> int:
-    """Send ``requests`` requests, alternating the routes; how many were answered 200."""
+async def _drive(app: Any, requests: int, start: int = 0) -> int:
+    """Send ``requests`` requests, alternating the routes (the ``start``-th first); how many
+    were answered 200."""
     scopes = [_scope(path) for path in PATHS]
     body = {"type": "http.request", "body": b"", "more_body": False}
     ok = 0
@@ -338,7 +342,7 @@ async def _drive(app: Any, requests: int) -> int:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
 
-        await app(dict(scopes[n % 2]), receive, send)
+        await app(dict(scopes[(start + n) % 2]), receive, send)
         ok += statuses == [200]
     return ok
 
@@ -354,52 +358,57 @@ def _status(field: str) -> int:
     return 0
 
 
-def measure(arm: str, service: str, endpoint: str, requests: int, warmup: int) -> dict[str, Any]:
-    """Build ``arm`` in this process, warm it up, drive ``requests`` requests; the figures."""
+def serve(arm: str, service: str, endpoint: str, warmup: int) -> None:
+    """Child process: build ``arm``, warm it up, then obey the parent, one line each:
+    ``run N`` drives N requests and answers their figures; ``finish`` flushes, answers the
+    totals and stops."""
     import logging
 
     logging.getLogger("opentelemetry").setLevel(logging.ERROR)
     built = BUILDERS[arm](service, endpoint)
     loop = asyncio.new_event_loop()
-    try:
-        warm_ok = loop.run_until_complete(_drive(built.app, warmup))
-        built.flush()
-        gc.collect()
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM)
-        rss_before = _status("VmRSS")
-        created_before = built.created()
-        cpu, thread, wall = time.process_time(), time.thread_time(), time.perf_counter()
-        ok = loop.run_until_complete(_drive(built.app, requests))
-        thread = time.thread_time() - thread
-        wall = time.perf_counter() - wall
-        built.flush()  # every span of the measured requests exported: their export CPU counts
-        cpu = time.process_time() - cpu
-        rss_after = _status("VmRSS")
-        peak = _status("VmHWM")
-    finally:
-        loop.close()
-    created = built.created()
-    expected = (requests + warmup) // 2 * sum(SPANS_PER_ROUTE.values()) + (
-        (requests + warmup) % 2 * SPANS_PER_ROUTE[PATHS[0]]
+    answered = loop.run_until_complete(_drive(built.app, warmup))
+    built.flush()
+    gc.collect()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM)
+    rss_before = _status("VmRSS")
+    requests, cpu = 0, time.process_time()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, _, count = line.strip().partition(" ")
+        if command == "run":
+            thread, wall = time.thread_time(), time.perf_counter()
+            answered += loop.run_until_complete(_drive(built.app, int(count), start=requests))
+            thread, wall = time.thread_time() - thread, time.perf_counter() - wall
+            requests += int(count)
+            print(json.dumps({"thread_cpu_s": thread, "wall_s": wall}), flush=True)
+        elif command == "finish":
+            break
+    built.flush()  # every span of the measured requests exported: their export CPU counts
+    cpu = time.process_time() - cpu
+    rss_after, peak = _status("VmRSS"), _status("VmHWM")
+    loop.close()
+    total = requests + warmup
+    print(
+        json.dumps(
+            {
+                "arm": arm,
+                "service": service,
+                "requests": requests,
+                "answered": answered,
+                "created": built.created(),
+                "expected": total // 2 * sum(SPANS_PER_ROUTE.values())
+                + total % 2 * SPANS_PER_ROUTE[PATHS[0]],
+                "cpu_s": cpu,
+                "rss": rss_after,
+                "rss_growth": rss_after - rss_before,
+                "peak_growth": max(0, peak - rss_before),
+            }
+        ),
+        flush=True,
     )
-    result = {
-        "arm": arm,
-        "service": service,
-        "requests": requests,
-        "answered": ok + warm_ok,
-        "created": created,
-        "created_measured": created - created_before,
-        "expected": expected,
-        "cpu_s": cpu,
-        "thread_cpu_s": thread,
-        "wall_s": wall,
-        "rss": rss_after,
-        "rss_growth": rss_after - rss_before,
-        "peak_growth": max(0, peak - rss_before),
-    }
     built.shutdown()
-    return result
 
 
 # -- the run: a receiver process, one fresh process per arm and pass ------------------------------
@@ -411,30 +420,90 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def run_arm(arm: str, service: str, endpoint: str, settings: Settings) -> dict[str, Any]:
-    """Run ``arm`` in a fresh interpreter; its figures."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench_app",
-            "--child",
-            arm,
-            service,
-            endpoint,
-            str(settings.requests),
-            str(settings.warmup),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=_environment(),
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"arm {arm} failed:\n{done.stderr[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+class ArmProcess:
+    """One arm in its own fresh interpreter, driven line by line (see :func:`serve`)."""
+
+    def __init__(self, arm: str, service: str, endpoint: str, warmup: int) -> None:
+        self.arm = arm
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_app",
+                "--child",
+                arm,
+                service,
+                endpoint,
+                str(warmup),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=_environment(),
+        )
+        self._read()  # "ready": built and warmed up
+
+    def _read(self) -> str:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(timeout=60)
+            raise RuntimeError(f"arm {self.arm} exited with {self._proc.returncode}")
+        return line
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+        return dict(json.loads(self._read()))
+
+    def run(self, requests: int) -> dict[str, Any]:
+        """Drive ``requests`` requests; their request-thread CPU and wall time."""
+        return self._ask(f"run {requests}")
+
+    def finish(self) -> dict[str, Any]:
+        """Flush and stop; the totals (process CPU, spans created, memory)."""
+        try:
+            return self._ask("finish")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the child (by its pid, through its stdin)."""
+        with contextlib.suppress(Exception):
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def run_pass(
+    arms: list[str], endpoint: str, settings: Settings, tag: str
+) -> dict[str, dict[str, Any]]:
+    """One pass: a fresh process per arm, the measured requests in rounds of
+    ``settings.round`` with the arms taking turns (so each round's arms run moments apart);
+    per arm its totals, with the request-thread CPU and wall time summed over the rounds."""
+    processes = []
+    try:
+        for arm in arms:
+            processes.append(ArmProcess(arm, f"app-{arm}-{tag}", endpoint, settings.warmup))
+        sums = {arm: {"thread_cpu_s": 0.0, "wall_s": 0.0} for arm in arms}
+        done = 0
+        while done < settings.requests:
+            count = min(settings.round, settings.requests - done)
+            for process in processes:
+                for key, value in process.run(count).items():
+                    sums[process.arm][key] += value
+            done += count
+            processes.reverse()  # the next round runs the arms the other way round
+        return {p.arm: {**p.finish(), **sums[p.arm]} for p in processes}
+    finally:
+        for process in processes:
+            process.close()
 
 
 def order(passes: int, arms: tuple[str, ...] = ARMS) -> list[list[str]]:
@@ -456,11 +525,11 @@ def run(settings: Settings, quiet: bool = False, arms: tuple[str, ...] = ARMS) -
     rows: list[dict[str, Any]] = []
     try:
         for n, in_order in enumerate(order(settings.passes, arms)):
+            measured = run_pass(in_order, receiver.endpoint, settings, str(n))
             for arm in in_order:
-                service = f"app-{arm}-{n}"
-                row = run_arm(arm, service, receiver.endpoint, settings)
+                row = measured[arm]
                 row["pass"] = n
-                row["delivered"] = receiver.wait_for(service, row["created"])
+                row["delivered"] = receiver.wait_for(row["service"], row["created"])
                 row["lossless"] = row["delivered"] == row["created"] == row["expected"]
                 rows.append(row)
                 if not quiet:
@@ -548,11 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help="measured requests per arm and pass")
     parser.add_argument("--arms", help="a comma-separated subset of the arms (for profiling)")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        arm, service, endpoint, requests, warmup = args.child
-        print(json.dumps(measure(arm, service, endpoint, int(requests), int(warmup))), flush=True)
+        arm, service, endpoint, warmup = args.child
+        serve(arm, service, endpoint, int(warmup))
         return 0
     settings = Settings.quick() if args.quick else Settings()
     if args.passes or args.requests:

@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from benchmarks.bench_app import ARMS, CHILDREN, Settings, order, run, run_arm
+from benchmarks.bench_app import ARMS, CHILDREN, Settings, order, run, run_pass
 from benchmarks.report import build_report, render_markdown, render_text, write_chart
 
 from kilostar_otel.viewer import OtlpReceiver
 
-TINY = Settings(passes=1, requests=6, warmup=2)
+TINY = Settings(passes=1, requests=6, warmup=2, round=4)  # two rounds: 4 and 2 requests
 #: Where each arm keeps the request id on its spans (plain OTel has none).
 REQUEST_ID_ATTRIBUTE = {
     "kilostar": "kilostar.request_id",
@@ -29,12 +29,12 @@ REQUEST_ID_ATTRIBUTE = {
 @pytest.mark.parametrize("arm", ARMS)
 def test_every_arm_makes_the_same_spans_and_delivers_them(arm: str) -> None:
     with OtlpReceiver() as receiver:
-        row = run_arm(arm, f"smoke-{arm}", receiver.grpc_endpoint, TINY)
+        row = run_pass([arm], receiver.grpc_endpoint, TINY, "smoke")[arm]
         assert row["answered"] == TINY.requests + TINY.warmup
         assert row["created"] == row["expected"] == 4 * 4 + 4 * 7
         spans = receiver.wait_for_spans(row["created"], timeout=20)
     assert len(spans) == row["created"]
-    assert {s.resource["service.name"] for s in spans} == {f"smoke-{arm}"}
+    assert {s.resource["service.name"] for s in spans} == {f"app-{arm}-smoke"}
     names = Counter(s.name for s in spans)
     servers = [s for s in spans if s.kind == "SERVER"]
     assert len(servers) == 8, names
