@@ -8,7 +8,12 @@ is all tracing):
 
 - ``plain_actor`` / ``plain_task``: ``ray.remote``;
 - ``traced_actor`` / ``traced_task``: ``kilostar_otel.integrations.ray.remote`` with its
-  defaults (the callee's span is delivered however the worker ends);
+  defaults (``KILOSTAR_OTEL_RAY_FLUSH=idle``: spans are exported once the worker has been idle
+  for a moment, before Ray could reap it, and on a graceful exit);
+- ``traced_actor_after``: ``KILOSTAR_OTEL_RAY_FLUSH=after``: the export starts when the call
+  ends and runs while the result goes back, off the caller's path;
+- ``traced_actor_wait``: ``KILOSTAR_OTEL_RAY_FLUSH=wait``: the call waits until its spans are
+  exported (delivered even if the worker is killed the moment the result arrives);
 - ``traced_actor_no_flush``: the same with ``KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0`` (spans left to
   the batch processor: the floor for any delivery scheme).
 
@@ -33,16 +38,28 @@ from typing import Any
 
 __all__ = ["ARMS", "PAIRS", "Settings", "run"]
 
-ARMS = ("plain_actor", "traced_actor", "traced_actor_no_flush", "plain_task", "traced_task")
+ARMS = (
+    "plain_actor",
+    "traced_actor",
+    "traced_actor_after",
+    "traced_actor_wait",
+    "traced_actor_no_flush",
+    "plain_task",
+    "traced_task",
+)
 #: (traced arm, its plain baseline): the ratios reported.
 PAIRS = (
     ("traced_actor", "plain_actor"),
+    ("traced_actor_after", "plain_actor"),
+    ("traced_actor_wait", "plain_actor"),
     ("traced_actor_no_flush", "plain_actor"),
     ("traced_task", "plain_task"),
 )
 LABELS = {
     "plain_actor": "plain Ray actor call",
-    "traced_actor": "traced actor call (kilostar-otel defaults)",
+    "traced_actor": "traced actor call (defaults: export when idle)",
+    "traced_actor_after": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH=after",
+    "traced_actor_wait": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH=wait",
     "traced_actor_no_flush": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0",
     "plain_task": "plain Ray task",
     "traced_task": "traced task (kilostar-otel defaults)",
@@ -50,6 +67,8 @@ LABELS = {
 #: ``service.name`` of the workers of each traced arm (counted at the receiver).
 SERVICES = {
     "traced_actor": "ray-bench-traced-actor",
+    "traced_actor_after": "ray-bench-traced-after",
+    "traced_actor_wait": "ray-bench-traced-wait",
     "traced_actor_no_flush": "ray-bench-no-flush",
     "traced_task": "ray-bench-traced-task",
 }
@@ -92,6 +111,12 @@ def _arms(endpoint: str) -> dict[str, Callable[[], Any]]:
 
     plain_actor = ray.remote(Echo).remote()
     traced_actor = kray.remote(Echo).options(runtime_env=env(SERVICES["traced_actor"])).remote()
+    after, wait = (
+        kray.remote(Echo)
+        .options(runtime_env=env(SERVICES[f"traced_actor_{mode}"], **{kray.FLUSH_MODE_ENV: mode}))
+        .remote()
+        for mode in ("after", "wait")
+    )
     no_flush = (
         kray.remote(Echo)
         .options(
@@ -104,6 +129,8 @@ def _arms(endpoint: str) -> dict[str, Callable[[], Any]]:
     return {
         "plain_actor": plain_actor.noop.remote,
         "traced_actor": traced_actor.noop.remote,
+        "traced_actor_after": after.noop.remote,
+        "traced_actor_wait": wait.noop.remote,
         "traced_actor_no_flush": no_flush.noop.remote,
         "plain_task": plain_task.remote,
         "traced_task": traced_task.remote,
@@ -160,6 +187,7 @@ def _measure(settings: Settings, endpoint: str, quiet: bool) -> dict[str, Any]:
                             flush=True,
                         )
         finally:
+            time.sleep(1.0)  # idle, as before Ray reaps a worker: the idle mode exports now
             telemetry.shutdown()
             ray.shutdown()
     return {"times": times, "made": made}

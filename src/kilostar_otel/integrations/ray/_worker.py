@@ -8,7 +8,12 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from kilostar_otel.integrations.ray._flush import Flushing, FlushLocalRoots, tracing_configured
+from kilostar_otel.integrations.ray._flush import (
+    FLUSH_MODES,
+    Flushing,
+    FlushLocalRoots,
+    tracing_configured,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
@@ -16,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SERVICE_NAME",
     "ENDPOINT_ENV",
+    "FLUSH_MODE_ENV",
     "FLUSH_TIMEOUT_ENV",
     "PROTOCOL_ENV",
     "RAY_TRACING_STARTUP_HOOK",
@@ -37,6 +43,7 @@ SERVICE_NAME_ENV: Final = "KILOSTAR_OTEL_RAY_SERVICE_NAME"
 ENDPOINT_ENV: Final = "KILOSTAR_OTEL_RAY_ENDPOINT"
 PROTOCOL_ENV: Final = "KILOSTAR_OTEL_RAY_PROTOCOL"
 FLUSH_TIMEOUT_ENV: Final = "KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT"
+FLUSH_MODE_ENV: Final = "KILOSTAR_OTEL_RAY_FLUSH"
 DEFAULT_SERVICE_NAME: Final = "kilostar-ray-worker"
 
 # The package's logger: its warnings are documented under this name.
@@ -99,7 +106,8 @@ def setup_worker() -> None:
 
     The ``worker_process_setup_hook`` (``SETUP_HOOK``); it also works as Ray's
     ``_tracing_startup_hook`` (``RAY_TRACING_STARTUP_HOOK``), where it leaves the driver alone.
-    Reads ``KILOSTAR_OTEL_RAY_SERVICE_NAME``/``_ENDPOINT``/``_PROTOCOL``/``_FLUSH_TIMEOUT``.
+    Reads ``KILOSTAR_OTEL_RAY_SERVICE_NAME``/``_ENDPOINT``/``_PROTOCOL``/``_FLUSH``/
+    ``_FLUSH_TIMEOUT``.
     Runs once per process and never raises: a failure is logged and the worker keeps working.
     """
     try:
@@ -108,6 +116,11 @@ def setup_worker() -> None:
             Flushing.timeout = max(float(timeout), 0.0)
     except ValueError:
         _log.warning("kilostar_otel: ignoring %s: not a number", FLUSH_TIMEOUT_ENV)
+    mode = os.environ.get(FLUSH_MODE_ENV, "").strip().lower()
+    if mode in FLUSH_MODES:
+        Flushing.mode = mode
+    elif mode:
+        _log.warning("kilostar_otel: ignoring %s: not one of %s", FLUSH_MODE_ENV, FLUSH_MODES)
     if not _in_ray_worker():
         # Ray's tracing hook also runs in the driver, which configures tracing itself.
         return
@@ -156,12 +169,14 @@ def worker_runtime_env(
     protocol: str | None = None,
     service_name: str | None = None,
     flush_timeout: float | None = None,
+    flush_mode: str | None = None,
     runtime_env: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return a job ``runtime_env`` that sets up tracing in every worker with :func:`setup_worker`.
 
     Pass it to ``ray.init(runtime_env=...)`` or as ``--runtime-env-json`` to ``ray job submit``.
-    ``endpoint``/``protocol`` are the driver's OTLP settings; ``service_name`` names the workers.
+    ``endpoint``/``protocol`` are the driver's OTLP settings; ``service_name`` names the workers;
+    ``flush_mode`` is ``"idle"`` (default), ``"after"`` or ``"wait"`` (see ``docs/ray.md``).
     """
     env = dict(runtime_env or {})
     env_vars = dict(env.get("env_vars") or {})
@@ -170,6 +185,7 @@ def worker_runtime_env(
         (PROTOCOL_ENV, protocol),
         (SERVICE_NAME_ENV, service_name),
         (FLUSH_TIMEOUT_ENV, None if flush_timeout is None else repr(float(flush_timeout))),
+        (FLUSH_MODE_ENV, flush_mode),
     ):
         if value is not None:
             env_vars[name] = value
