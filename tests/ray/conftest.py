@@ -39,13 +39,17 @@ def ray_receiver() -> Iterator[OtlpReceiver]:
 def ray_cluster(
     tmp_path_factory: pytest.TempPathFactory, ray_receiver: OtlpReceiver
 ) -> Iterator[Any]:
-    """A 2-CPU local cluster whose workers run ``setup_worker`` (tracing to ``ray_receiver``)."""
+    """A 2-CPU local cluster whose workers run ``setup_worker`` (tracing to ``ray_receiver``,
+    flush mode ``wait``)."""
     context = kray.start_local_cluster(
         tmp_path_factory.mktemp("ray"),
         num_cpus=2,
         endpoint=f"http://{ray_receiver.grpc_endpoint}",
         protocol="grpc",
         service_name=WORKER_SERVICE,
+        # Calls return once their spans are exported, so tests read the receiver right after
+        # ray.get (and may kill an actor at once). test_delivery.py runs the default, "idle".
+        runtime_env={"env_vars": {kray.FLUSH_MODE_ENV: "wait"}},
     )
     yield context
     ray.shutdown()

@@ -4,6 +4,7 @@ The calls run where spans are most easily lost: tasks on pool workers that Ray r
 starts again (``max_calls``; half a CPU each, so Ray runs more workers than its soft limit and
 reaps the idle ones between bursts), and actors that are terminated gracefully right after their
 last call, without waiting for it. Each span is counted at the OTLP receiver by its request id.
+The workers run the default flush mode, ``idle`` (the session cluster's job uses ``wait``).
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ def test_ten_thousand_calls_on_recycled_workers_and_ended_actors_lose_no_span(
     request_id = new_request_id()
     task_pids: set[int] = set()
     actor_pids: set[int] = set()
+    idle = {"env_vars": {kray.FLUSH_MODE_ENV: kray.DEFAULT_FLUSH_MODE}}
+    assert kray.DEFAULT_FLUSH_MODE == "idle"
+    task = proof_task.options(runtime_env=idle)
     with request_id_scope(request_id):
-        actors = [ProofActor.remote() for _ in range(ACTORS)]  # starting while the tasks run
+        # The actors start while the tasks run.
+        actors = [ProofActor.options(runtime_env=idle).remote() for _ in range(ACTORS)]
         for burst in range(TASK_BURSTS):
-            task_pids.update(ray.get([proof_task.remote(n) for n in range(TASKS_PER_BURST)]))
+            task_pids.update(ray.get([task.remote(n) for n in range(TASKS_PER_BURST)]))
             if burst % 3 == 1:
                 time.sleep(1.5)  # idle: Ray reaps the workers above its soft limit
         for actor in actors:
