@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: demo test lint docs bench setup clean
+.PHONY: demo test lint docs bench setup clean backends jaeger
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
+
+# Jaeger v2 and the OpenTelemetry Collector from pinned Go modules (tools/backends/), built once
+# into a cache folder outside the work tree; the tests in tests/backends/ run them.
+backends:
+	tools/backends/build.sh
+
+test: backends
+
+# Both on 127.0.0.1 without Docker, until Ctrl-C (docs/jaeger.md).
+jaeger: backends
+	tools/backends/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

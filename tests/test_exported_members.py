@@ -111,7 +111,7 @@ PUBLIC_SURFACE: dict[str, list[str]] = {
 
 # Private modules that define public names they do not list in __all__ yet (the settings table's
 # row names); remove once their __all__ is complete.
-INCOMPLETE_ALL = {"kilostar_otel._settings"}
+INCOMPLETE_ALL: set[str] = set()
 
 
 def _all_modules() -> list[str]:

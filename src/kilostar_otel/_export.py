@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.context import (
     _SUPPRESS_INSTRUMENTATION_KEY,
@@ -28,9 +28,17 @@ from opentelemetry.context import (
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from kilostar_otel._guard import internal_error
 from kilostar_otel._settings import Settings
 
-__all__ = ["SpanBatch", "_ExportPipeline", "build_batch", "build_exporter"]
+__all__ = [
+    "PROCESSOR_MARK",
+    "SpanBatch",
+    "_ExportPipeline",
+    "build_batch",
+    "build_exporter",
+    "mark_processor_installed",
+]
 
 # The warning is configure()'s: it keeps its logger name.
 _log = logging.getLogger("kilostar_otel.configure")
@@ -254,12 +262,15 @@ class _ExportPipeline(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a sampled span for export."""
-        put = self._put
-        if put is None:
-            return
-        ctx = span.context
-        if ctx is not None and ctx.trace_flags.sampled:
-            put(span)
+        try:
+            put = self._put
+            if put is None:
+                return
+            ctx = span.context
+            if ctx is not None and ctx.trace_flags.sampled:
+                put(span)
+        except Exception as exc:
+            internal_error("_ExportPipeline.on_end", exc)
 
     def shutdown(self) -> None:
         """Flush and stop the batch."""
@@ -269,3 +280,17 @@ class _ExportPipeline(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now."""
         return self._batch.force_flush(timeout_millis) if self._batch is not None else True
+
+
+# -- recognising our processor on any provider ----------------------------------------------------
+
+#: Attribute set on a provider once the KiloStar span processor is added to it.
+PROCESSOR_MARK: Final = "_kilostar_processor_installed"
+
+
+def mark_processor_installed(provider: object) -> None:
+    """Remember on ``provider`` that the KiloStar span processor was added to it."""
+    try:
+        setattr(provider, PROCESSOR_MARK, True)
+    except AttributeError:
+        pass

@@ -25,15 +25,13 @@ from kilostar_otel._idcontext import (
     BOUND_REQUEST_ID_KEY,
     TRACE_ID_KEY,
     baggage_of,
+    context_from_snapshot,
     context_with_request_id,
     context_with_trace_id,
     derive,
+    request_id_from,
     trace_id_from,
 )
-
-# Re-exported for workflow.py and integrations/ray.py until they import from _idcontext.
-from kilostar_otel._idcontext import context_from_snapshot as context_from_snapshot
-from kilostar_otel._idcontext import request_id_from as request_id_from
 from kilostar_otel._internals import BAGGAGE_KEY as OTEL_BAGGAGE_KEY
 from kilostar_otel._internals import attach_context, current_context, reset_context
 from kilostar_otel._names import REQUEST_ID_BAGGAGE
@@ -58,14 +56,6 @@ __all__ = [
 
 #: W3C baggage entry that carries the request id.
 BAGGAGE_KEY = REQUEST_ID_BAGGAGE
-
-# Names other modules imported from here before the primitives moved to _idcontext/_internals;
-# kept until workflow.py and integrations/ray.py import from there (see docs/architecture.md).
-_BOUND_REQUEST_ID_KEY = BOUND_REQUEST_ID_KEY
-_TRACE_ID_KEY = TRACE_ID_KEY
-_get_current = current_context
-_attach = attach_context
-_reset_var = reset_context
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

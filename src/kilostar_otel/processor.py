@@ -11,14 +11,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from kilostar_otel._guard import internal_error
 from kilostar_otel._idcontext import TRACE_ID_KEY, request_id_from
-from kilostar_otel._internals import current_context, stamp_attribute, writable_attributes
+from kilostar_otel._internals import current_context, writable_attributes
 from kilostar_otel._names import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor"]
-
-
-# The name workflow.py imports (until it imports ``_internals.stamp_attribute``).
-_stamp = stamp_attribute
 
 
 class KiloStarSpanProcessor(SpanProcessor):

@@ -10,19 +10,29 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AttributeValue
 
+from kilostar_otel import _internals
 from kilostar_otel._calls import detach, wrap
+from kilostar_otel._idcontext import TRACE_ID_KEY, request_id_from
+from kilostar_otel._internals import SPAN_KEY, stamp_attribute
+from kilostar_otel._names import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_WORKFLOW_NAME,
+    INSTRUMENTATION_NAME,
+    INVOKE_WORKFLOW,
+    REQUEST_ID_ATTRIBUTE,
+    TRACE_ID_ATTRIBUTE,
+    WORKFLOW_NAME_ATTRIBUTE,
+    WORKFLOW_STARTED_EVENT,
+)
 from kilostar_otel._version import __version__
-from kilostar_otel.context import _TRACE_ID_KEY, _attach, _get_current, request_id_from
 from kilostar_otel.ids import new_trace_id
-from kilostar_otel.processor import _stamp
 
 __all__ = [
     "WORKFLOW_NAME_ATTRIBUTE",
@@ -30,11 +40,6 @@ __all__ = [
     "Workflow",
     "workflow",
 ]
-
-WORKFLOW_NAME_ATTRIBUTE: Final = "kilostar.workflow.name"
-WORKFLOW_STARTED_EVENT: Final = "kilostar.workflow.started"
-_REQUEST_ID_ATTRIBUTE: Final = "kilostar.request_id"
-_TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _tracer: Tracer | None = None
@@ -46,7 +51,7 @@ def _global_tracer() -> Tracer:
     global _tracer
     if _tracer is None:
         # A ProxyTracer until an SDK provider is installed; it follows the provider afterwards.
-        _tracer = trace.get_tracer("kilostar_otel", __version__)
+        _tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
     return _tracer
 
 
@@ -54,9 +59,9 @@ def _tracer_of(provider: TracerProvider) -> Tracer:
     try:
         tracer = _tracers.get(provider)
     except TypeError:  # a provider that cannot be weakly referenced: no cache
-        return provider.get_tracer("kilostar_otel", __version__)
+        return provider.get_tracer(INSTRUMENTATION_NAME, __version__)
     if tracer is None:
-        tracer = provider.get_tracer("kilostar_otel", __version__)
+        tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         try:
             _tracers[provider] = tracer
         except TypeError:  # pragma: no cover - get() would have raised already
@@ -72,26 +77,26 @@ class _Run:
     def __init__(
         self, name: str, attributes: Mapping[str, AttributeValue] | None, tracer: Tracer
     ) -> None:
-        parent = _get_current()
-        request_span = parent.get(_SPAN_KEY)
+        parent = _internals.current_context()
+        request_span = parent.get(SPAN_KEY)
         if not isinstance(request_span, Span):
             request_span = trace.INVALID_SPAN
         request_context = request_span.get_span_context()
         root_attributes: dict[str, AttributeValue] = {
             WORKFLOW_NAME_ATTRIBUTE: name,
-            "gen_ai.operation.name": "invoke_workflow",
-            "gen_ai.workflow.name": name,
+            GEN_AI_OPERATION_NAME: INVOKE_WORKFLOW,
+            GEN_AI_WORKFLOW_NAME: name,
         }
         if attributes:
             root_attributes.update(attributes)
         request_id = request_id_from(parent)
         if request_id:
-            root_attributes[_REQUEST_ID_ATTRIBUTE] = request_id
+            root_attributes[REQUEST_ID_ATTRIBUTE] = request_id
         # Same baggage and request id, but no current span (the root starts a new trace) and no
         # enclosing workflow's trace id; one copy of the context instead of a copy and two pops.
         span = tracer.start_span(
-            f"invoke_workflow {name}",
-            context=Context({**parent, _SPAN_KEY: trace.INVALID_SPAN, _TRACE_ID_KEY: ""}),
+            f"{INVOKE_WORKFLOW} {name}",
+            context=Context({**parent, SPAN_KEY: trace.INVALID_SPAN, TRACE_ID_KEY: ""}),
             kind=SpanKind.INTERNAL,
             attributes=root_attributes,
             links=(Link(request_context),) if request_context.is_valid else (),
@@ -101,13 +106,13 @@ class _Run:
         trace_id = (
             format(span_context.trace_id, "032x") if span_context.is_valid else new_trace_id()
         )
-        _stamp(span, _TRACE_ID_ATTRIBUTE, trace_id)
+        stamp_attribute(span, TRACE_ID_ATTRIBUTE, trace_id)
         if span_context.is_valid and request_span.is_recording():
             request_span.add_link(span_context)
-            request_span.add_event(WORKFLOW_STARTED_EVENT, {_TRACE_ID_ATTRIBUTE: trace_id})
+            request_span.add_event(WORKFLOW_STARTED_EVENT, {TRACE_ID_ATTRIBUTE: trace_id})
         self.span: Span = span
         self.trace_id = trace_id
-        self.context = Context({**parent, _SPAN_KEY: span, _TRACE_ID_KEY: trace_id})
+        self.context = Context({**parent, SPAN_KEY: span, TRACE_ID_KEY: trace_id})
 
     def finish(self, exc: BaseException | None) -> None:
         span = self.span
@@ -169,7 +174,7 @@ class Workflow:
         if self._run is not None:
             raise RuntimeError(f"workflow {self.name!r} is already active; call workflow() again")
         run = self._start()
-        self._token = _attach(run.context)
+        self._token = _internals.attach_context(run.context)
         self._run = run
         self._trace_id = run.trace_id
         return self

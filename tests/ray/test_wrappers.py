@@ -20,7 +20,7 @@ from ray._common.utils import load_class
 from ray.util.tracing.tracing_helper import _import_from_string
 
 from kilostar_otel import get_request_id, request_id_scope, snapshot, trace_id_scope
-from kilostar_otel.context import request_id_from, trace_id_from
+from kilostar_otel._idcontext import request_id_from, trace_id_from
 from kilostar_otel.ids import is_valid_request_id
 from kilostar_otel.integrations import ray as kray
 from kilostar_otel.integrations.ray._callee import call_context, traced_callee, traced_class

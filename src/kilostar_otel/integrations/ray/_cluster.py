@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any, Final
 
+from kilostar_otel._internals import ray_constants_module
 from kilostar_otel.integrations.ray._worker import RAY_TRACING_STARTUP_HOOK, worker_runtime_env
 
 __all__ = ["start_local_cluster"]
@@ -41,7 +42,7 @@ def start_local_cluster(
     if ray_module is None:
         os.environ.update(_LOOPBACK_ENV)
     else:
-        constants = sys.modules.get("ray._private.ray_constants")
+        constants = ray_constants_module()
         if constants is None or getattr(constants, "ENABLE_RAY_CLUSTER", True):
             raise RuntimeError(
                 "ray was imported before start_local_cluster(): set "

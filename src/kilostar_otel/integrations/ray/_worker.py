@@ -8,6 +8,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from kilostar_otel._internals import ray_in_worker
 from kilostar_otel.integrations.ray._flush import (
     FLUSH_MODES,
     Flushing,
@@ -74,15 +75,6 @@ def warn_unconfigured() -> None:
     )
 
 
-def _in_ray_worker() -> bool:
-    try:
-        import ray
-
-        return bool(ray._private.worker.global_worker.mode == ray.WORKER_MODE)
-    except Exception:
-        return False
-
-
 def _worker_resource() -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {"process.pid": os.getpid()}
     try:
@@ -121,7 +113,7 @@ def setup_worker() -> None:
         Flushing.mode = mode
     elif mode:
         _log.warning("kilostar_otel: ignoring %s: not one of %s", FLUSH_MODE_ENV, FLUSH_MODES)
-    if not _in_ray_worker():
+    if not ray_in_worker():
         # Ray's tracing hook also runs in the driver, which configures tracing itself.
         return
     with _Setup.lock:
