@@ -628,9 +628,9 @@ def _ray_section(ray: dict[str, Any]) -> list[str]:
         "receiver. `KILOSTAR_OTEL_RAY_FLUSH` says when a call's spans are exported: `idle` (the "
         "default) once the worker has had no call for 50 ms, `after` as the call ends (while "
         "the result travels back), `wait` before the result goes back. The *no flush* arm "
-        "leaves spans to the batch processor: its worker is killed when the cluster stops, so "
-        "what it had not exported is lost; it is the floor for any delivery scheme, not an "
-        "option that keeps spans.",
+        "(`KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0`) leaves spans to the batch queue, which exports "
+        "every 5 s and at a graceful exit (here the cluster's orderly stop); a worker killed "
+        "before either loses them. It is the floor for any delivery scheme.",
         "",
         _markdown_table(RAY_HEADER, _ray_table(ray)),
     ]
