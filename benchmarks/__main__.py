@@ -2,8 +2,9 @@
 
 Micro-benchmarks run with pytest-benchmark in separate interpreters, ``--passes`` short passes
 in alternating order (ratios are taken within a pass, where the arms of a group run moments
-apart); the export-capacity run follows in its own interpreter. ``--quick`` is a
-short run (one pass, short timings, the capacity smoke settings) for checking the tooling.
+apart); the export-capacity run, the whole-application benchmark (``bench_app.py``) and the Ray
+benchmark (``bench_ray.py``) follow, each in its own interpreters. ``--quick`` is a short run
+(one pass, short timings, the smoke settings of each) for checking the tooling.
 """
 
 from __future__ import annotations
@@ -93,12 +94,35 @@ def run_capacity(out: Path, quick: bool) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
+def run_module(module: str, out: Path, quick: bool, what: str) -> dict[str, Any]:
+    """Run ``benchmarks.<module>`` (which takes ``--json`` and ``--quick``) in a fresh
+    interpreter; its results."""
+    path = out / f"{module}.json"
+    print(f"{what} ...", file=sys.stderr, flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"benchmarks.{module}",
+            "--json",
+            str(path),
+            *(["--quick"] if quick else []),
+        ],
+        cwd=ROOT,
+        env=_environment(),
+        check=True,
+    )
+    return dict(json.loads(path.read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and write the page; exit 0 even when a target is missed."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--passes", type=int, default=12, help="micro-benchmark passes (12)")
     parser.add_argument("--quick", action="store_true", help="a short run to check the tooling")
     parser.add_argument("--no-capacity", action="store_true", help="skip the export capacity")
+    parser.add_argument("--no-app", action="store_true", help="skip the whole application")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray calls")
     parser.add_argument(
         "--docs", type=Path, default=ROOT / "docs", help="where benchmarks.md and the chart go"
     )
@@ -111,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         micro = run_micro(out, passes, args.quick)
         capacity = None if args.no_capacity else run_capacity(out, args.quick)
-    report = build_report(micro, capacity)
+        app = None if args.no_app else run_module("bench_app", out, args.quick, "application")
+        ray = None if args.no_ray else run_module("bench_ray", out, args.quick, "Ray calls")
+    report = build_report(micro, capacity, app, ray)
     args.docs.mkdir(parents=True, exist_ok=True)
     write_chart(report, args.docs / CHART_NAME)
     (args.docs / "benchmarks.md").write_text(render_markdown(report))

@@ -22,7 +22,6 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -36,6 +35,10 @@ from typing import Any
 __all__ = ["Settings", "run"]
 
 ARMS = ("sdk_default", "kilostar")
+#: The tight loop of ``memory_spans`` spans also runs with ``configure(exporter="none")``: the
+#: same loop with export disabled, the rate the exporting arms are compared with.
+TIGHT_ARMS = ("no_export", *ARMS)
+WARMUP_SPANS = 2_000
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,16 @@ def build(arm: str, service: str, endpoint: str) -> Pipeline:
             telemetry.shutdown,
             lambda: telemetry.dropped_spans,
         )
+    if arm == "no_export":
+        from kilostar_otel import configure
+
+        telemetry = configure(service, exporter="none", set_global=False)
+        return Pipeline(
+            telemetry.get_tracer("kilostar-bench"),
+            telemetry.force_flush,
+            telemetry.shutdown,
+            lambda: telemetry.dropped_spans,
+        )
     if arm == "sdk_default":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -256,11 +269,10 @@ def _proc_status(field: str) -> int:
     return 0
 
 
-def _memory_child(arm: str, endpoint: str, spans: int) -> None:
+def _memory_child(arm: str, endpoint: str, spans: int, service: str) -> None:
     """Child process: RSS growth over ``spans`` spans in a tight loop; prints one JSON line."""
-    service = f"memory-{arm}-{os.getpid()}"
     pipeline = build(arm, service, endpoint)
-    _tight(pipeline, 2_000)  # warm up: imports, channel, first batches
+    _tight(pipeline, WARMUP_SPANS)  # warm up: imports, channel, first batches
     pipeline.flush()
     gc.collect()
     reset = False
@@ -280,6 +292,7 @@ def _memory_child(arm: str, endpoint: str, spans: int) -> None:
                 "arm": arm,
                 "spans": spans,
                 "seconds": seconds,
+                "rate": spans / seconds,
                 "rss_before": before,
                 "peak_growth": max(0, peak - before) if reset else None,
                 "rss_growth": after - before,
@@ -290,16 +303,30 @@ def _memory_child(arm: str, endpoint: str, spans: int) -> None:
     )
 
 
-def _memory(arm: str, endpoint: str, spans: int) -> dict[str, Any]:
+def _memory(arm: str, receiver: ReceiverProcess, spans: int) -> dict[str, Any]:
+    """The tight loop of ``spans`` spans in a fresh process; with the spans that arrived."""
+    service = f"memory-{arm}"
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.capacity", "--memory", arm, endpoint, str(spans)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.capacity",
+            "--memory",
+            arm,
+            receiver.endpoint,
+            str(spans),
+            service,
+        ],
         capture_output=True,
         text=True,
         check=True,
         cwd=Path(__file__).resolve().parent.parent,
         timeout=900,
     )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    row = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    if arm != "no_export":
+        row["delivered"] = receiver.wait_for(service, spans + WARMUP_SPANS) - WARMUP_SPANS
+    return row
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -401,8 +428,8 @@ def _run(settings: Settings, quiet: bool) -> dict[str, Any]:
             _say(quiet, f"  tight {arm:12} delivered {row['delivered']}/{settings.tight_spans}")
 
         results["memory"] = {}
-        for arm in ARMS:
-            results["memory"][arm] = _memory(arm, receiver.endpoint, settings.memory_spans)
+        for arm in TIGHT_ARMS:
+            results["memory"][arm] = _memory(arm, receiver, settings.memory_spans)
             _say(quiet, f"  memory {arm:12} {results['memory'][arm]}")
     finally:
         receiver.close()
@@ -415,15 +442,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--memory", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
         _serve_receiver()
         return 0
     if args.memory:
-        arm, endpoint, spans = args.memory
+        arm, endpoint, spans, service = args.memory
         logging.getLogger("opentelemetry").setLevel(logging.ERROR)
-        _memory_child(arm, endpoint, int(spans))
+        _memory_child(arm, endpoint, int(spans), service)
         return 0
     results = run(Settings.quick() if args.quick else Settings())
     text = json.dumps(results, indent=2)

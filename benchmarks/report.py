@@ -58,6 +58,8 @@ class Report:
     passes: int
     capacity: dict[str, Any] | None
     meta: dict[str, str] = field(default_factory=dict)
+    app: dict[str, Any] | None = None  # bench_app results
+    ray: dict[str, Any] | None = None  # bench_ray results
 
     def targets(self) -> list[tuple[str, str, bool]]:
         """Every target: (what, measured, met)."""
@@ -91,7 +93,109 @@ class Report:
                     growth < MEMORY_TARGET_BYTES,
                 )
             )
+            found += tight_loop_targets(capacity)
+        if self.app:
+            found += app_targets(self.app)
+        if self.ray:
+            found += ray_targets(self.ray)
         return found
+
+
+#: Whole application: (other arm, metric, highest kilostar ÷ arm, what) from issue 16.
+APP_TARGETS = (
+    ("otel", "thread_cpu_s", 1.03, "request-thread CPU"),
+    ("otel", "cpu_s", 0.80, "process CPU"),
+    ("logfire", "cpu_s", 0.50, "process CPU"),
+)
+RAY_RATIO_TARGET = 1.3
+#: Traced Ray arms whose spans must all arrive (the no-flush arm shows what is lost without).
+RAY_DELIVERING = ("traced_actor", "traced_actor_after", "traced_actor_wait", "traced_task")
+#: The arms with kilostar-otel's defaults: the ones the ratio target is about.
+RAY_DEFAULTS = ("traced_actor", "traced_task")
+TIGHT_RATE_TARGET = 0.85
+
+
+def app_targets(app: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The whole-application targets: CPU ratios and no span lost."""
+    from benchmarks.bench_app import LABELS, summary
+
+    brief = summary(app)
+    found = []
+    for arm, metric, limit, what in APP_TARGETS:
+        ratio = brief["ratios"][arm][metric]["ratio"]
+        found.append(
+            (
+                f"7. {what} vs {LABELS[arm]}",
+                f"{ratio:.2f}\u00d7 (target ≤ {limit:.2f}\u00d7)"
+                if ratio is not None
+                else "no lossless pass",
+                ratio is not None and ratio <= limit,
+            )
+        )
+    ours = brief["arms"]["kilostar"]
+    lost = ours["created"] - ours["delivered"]
+    found.append(
+        (
+            "7. kilostar-otel spans lost, every pass",
+            f"{lost:,} of {ours['created']:,} ({len(ours['lossy_passes'])} lossy pass(es))",
+            lost == 0 and not ours["lossy_passes"],
+        )
+    )
+    return found
+
+
+def ray_targets(ray: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The Ray targets: traced vs plain calls, and every traced span delivered."""
+    from benchmarks.bench_ray import LABELS, PAIRS, summary
+
+    brief = summary(ray)
+    found = []
+    for traced, plain in PAIRS:
+        if traced not in RAY_DEFAULTS:
+            continue
+        ratio = brief["ratios"][traced]["ratio"]
+        found.append(
+            (
+                f"8. {LABELS[traced]} vs {LABELS[plain]}",
+                f"{ratio:.2f}\u00d7 (target ≤ {RAY_RATIO_TARGET:.1f}\u00d7)",
+                ratio <= RAY_RATIO_TARGET,
+            )
+        )
+    made = sum(ray["made"][arm] for arm in RAY_DELIVERING)
+    delivered = sum(ray["delivered"][arm] for arm in RAY_DELIVERING)
+    found.append(
+        (
+            "8. spans of traced Ray calls delivered",
+            f"{delivered:,} of {made:,}",
+            delivered == made,
+        )
+    )
+    return found
+
+
+def tight_loop_targets(capacity: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The tight loop of ``memory_spans`` spans: none dropped, and its rate vs no export."""
+    memory = capacity["memory"]
+    ours = memory["kilostar"]
+    spans = ours["spans"]
+    found = [
+        (
+            f"6. tight loop of {spans:,} spans: lost",
+            f"{spans - ours.get('delivered', spans):,} (counted drops {ours['counted_drops']})",
+            ours.get("delivered", spans) == spans and not ours["counted_drops"],
+        )
+    ]
+    bare = memory.get("no_export")
+    if bare:
+        ratio = bare["seconds"] / ours["seconds"]
+        found.append(
+            (
+                "6. tight loop rate vs the same loop with export disabled",
+                f"{ratio:.2f}\u00d7 (target ≥ {TIGHT_RATE_TARGET:.2f}\u00d7)",
+                ratio >= TIGHT_RATE_TARGET,
+            )
+        )
+    return found
 
 
 def capacity_ratio(capacity: dict[str, Any]) -> float:
@@ -118,9 +222,13 @@ def _versions() -> str:
 
 
 def build_report(
-    micro_passes: list[list[dict[str, Any]]], capacity: dict[str, Any] | None
+    micro_passes: list[list[dict[str, Any]]],
+    capacity: dict[str, Any] | None,
+    app: dict[str, Any] | None = None,
+    ray: dict[str, Any] | None = None,
 ) -> Report:
-    """Combine pytest-benchmark JSON ``benchmarks`` lists (one per pass) and capacity results."""
+    """Combine pytest-benchmark JSON ``benchmarks`` lists (one per pass), the capacity results,
+    the whole-application results (``bench_app``) and the Ray results (``bench_ray``)."""
     per_case: dict[str, list[float]] = {}
     for benchmarks in micro_passes:
         for bench in benchmarks:
@@ -154,7 +262,7 @@ def build_report(
         "machine": f"{platform.system()} {platform.machine()}, {_cpu_count()} CPU(s)",
         "versions": _versions(),
     }
-    return Report(rows, len(micro_passes), capacity, meta)
+    return Report(rows, len(micro_passes), capacity, meta, app, ray)
 
 
 def _cpu_count() -> int:
@@ -202,22 +310,119 @@ def _micro_table(report: Report) -> list[list[str]]:
 
 def _capacity_table(capacity: dict[str, Any]) -> list[list[str]]:
     table = []
-    labels = {"sdk_default": "SDK default `BatchSpanProcessor`", "kilostar": "**`configure()`**"}
-    for arm in ("sdk_default", "kilostar"):
-        tight = capacity["tight"][arm]
+    labels = {
+        "no_export": "`configure(exporter='none')` (export disabled)",
+        "sdk_default": "SDK default `BatchSpanProcessor`",
+        "kilostar": "**`configure()`**",
+    }
+    spans = capacity["settings"]["memory_spans"]
+    for arm in [a for a in labels if a in capacity["memory"]]:
         memory = capacity["memory"][arm]
-        drops = tight["produced"] - tight["delivered"]
-        counted = tight["counted_drops"]
         peak = memory.get("peak_growth")
-        table.append(
-            [
-                labels[arm],
+        rate = memory.get("rate", spans / memory["seconds"])
+        delivered = memory.get("delivered")
+        long_loop = [
+            f"{rate:,.0f} spans/s",
+            "—" if delivered is None else f"{delivered:,} / {spans:,}",
+        ]
+        if arm in capacity["tight"]:
+            tight = capacity["tight"][arm]
+            drops = tight["produced"] - tight["delivered"]
+            counted = tight["counted_drops"]
+            short_loop = [
                 ("≥ " if arm in capacity.get("producer_bound", ()) else "")
                 + f"{capacity['zero_drop_rate'][arm]:,.0f} spans/s",
                 f"{tight['delivered'] / tight['produced']:.1%} ({tight['delivered']:,})",
                 f"{drops:,}" + ("" if counted is None else f" (counted: {counted:,})"),
+            ]
+        else:
+            short_loop = ["—", "—", "—"]
+        table.append(
+            [
+                labels[arm],
+                *short_loop,
+                *long_loop,
                 "—" if peak is None else f"{peak / 2**20:.1f} MB",
                 f"{memory['rss_growth'] / 2**20:.1f} MB",
+            ]
+        )
+    return table
+
+
+def _us(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1e6:,.0f} µs"
+
+
+def _ratio_text(entry: dict[str, Any]) -> str:
+    ratio, spread = entry.get("ratio"), entry.get("spread") or entry.get("quartiles")
+    if ratio is None:
+        return "—"
+    text = f"{ratio:.2f}\u00d7"
+    if spread is not None:
+        text += f" ({spread[0]:.2f}\u2013{spread[1]:.2f})"
+    return text
+
+
+APP_HEADER = [
+    "Arm",
+    "Request-thread CPU",
+    "Process CPU",
+    "Wall",
+    "RSS",
+    "Delivered / created",
+    "kilostar ÷ arm: thread CPU",
+    "process CPU",
+    "wall",
+]
+
+
+def _app_table(app: dict[str, Any]) -> list[list[str]]:
+    from benchmarks.bench_app import ARMS, LABELS, summary
+
+    brief = summary(app)
+    table = []
+    for arm in ARMS:
+        entry = brief["arms"][arm]
+        ratios = brief["ratios"].get(arm)
+        delivered = f"{entry['delivered']:,} / {entry['created']:,}"
+        if entry["lossy_passes"]:
+            delivered += f" (lossy passes: {', '.join(str(p + 1) for p in entry['lossy_passes'])})"
+        table.append(
+            [
+                f"**{LABELS[arm]}**" if arm == "kilostar" else LABELS[arm],
+                _us(entry["thread_cpu_s"]),
+                _us(entry["cpu_s"]),
+                _us(entry["wall_s"]),
+                f"{entry['rss'] / 2**20:.0f} MB",
+                delivered,
+                *(
+                    [_ratio_text(ratios[m]) for m in ("thread_cpu_s", "cpu_s", "wall_s")]
+                    if ratios
+                    else ["—", "—", "—"]
+                ),
+            ]
+        )
+    return table
+
+
+RAY_HEADER = ["Call", "Median", "traced ÷ plain (quartiles)", "Spans delivered / calls"]
+
+
+def _ray_table(ray: dict[str, Any]) -> list[list[str]]:
+    from benchmarks.bench_ray import ARMS, LABELS, summary
+
+    brief = summary(ray)
+    table = []
+    for arm in ARMS:
+        ratio = brief["ratios"].get(arm)
+        table.append(
+            [
+                LABELS[arm],
+                f"{brief['medians'][arm] * 1e3:.2f} ms",
+                _ratio_text(ratio) if ratio else "—",
+                f"{ray['delivered'][arm]:,} / {ray['made'][arm]:,}"
+                if arm in ray["delivered"]
+                else "—",
             ]
         )
     return table
@@ -235,6 +440,8 @@ CAPACITY_HEADER = [
     "Zero-drop paced rate",
     "Tight loop: delivered",
     "Tight loop: dropped",
+    "Long loop: rate",
+    "Long loop: delivered",
     "Peak RSS growth",
     "RSS growth after",
 ]
@@ -260,6 +467,12 @@ def render_text(report: Report) -> str:
     if report.capacity:
         out += ["", "Export capacity (OTLP/gRPC to the embedded receiver on loopback)", ""]
         out.append(plain(_capacity_table(report.capacity), CAPACITY_HEADER))
+    if report.app:
+        out += ["", "Whole application (per request; ratios: median of the per-pass ratios)", ""]
+        out.append(plain(_app_table(report.app), APP_HEADER))
+    if report.ray:
+        out += ["", "Ray calls (sequential, one at a time)", ""]
+        out.append(plain(_ray_table(report.ray), RAY_HEADER))
     out += ["", "Targets:"]
     out += [
         f"  [{'ok' if met else 'MISSED'}] {what}: {value}" for what, value, met in report.targets()
@@ -334,9 +547,11 @@ def render_markdown(report: Report, chart_name: str = CHART_NAME) -> str:
             "spans any faster).",
             f"- **Tight loop**: {settings['tight_spans']:,} spans as fast as the process can make "
             "them; what arrives, and what the pipeline counted as dropped (`dropped_spans`).",
-            f"- **Memory**: a fresh process per arm makes {settings['memory_spans']:,} spans in a "
-            "tight loop; growth of resident memory (peak, from `VmHWM` reset before the loop, "
-            "and after the final flush) over the RSS before the loop.",
+            f"- **Long loop and memory**: a fresh process per arm makes "
+            f"{settings['memory_spans']:,} spans in a tight loop: its rate, the spans that "
+            "arrived, and the growth of resident memory (peak, from `VmHWM` reset before the "
+            "loop, and after the final flush) over the RSS before the loop. The same loop with "
+            "`configure(exporter='none')` (export disabled) is the rate to compare with.",
             "",
             _markdown_table(CAPACITY_HEADER, _capacity_table(capacity)),
             "",
@@ -356,8 +571,69 @@ def render_markdown(report: Report, chart_name: str = CHART_NAME) -> str:
                 ],
             ),
         ]
+    if report.app:
+        parts += ["", *_app_section(report.app)]
+    if report.ray:
+        parts += ["", *_ray_section(report.ray)]
     parts += ["", *NOTES, ""]
     return "\n".join(parts)
+
+
+def _app_section(app: dict[str, Any]) -> list[str]:
+    settings = app["settings"]
+    return [
+        "## Whole application",
+        "",
+        "The same Starlette app (`benchmarks/bench_app.py`): `/items` makes three child spans, "
+        "`/plan` the same three and then a workflow (a new trace linked to the request) with two "
+        "steps; requests alternate between them, driven in-process by direct ASGI calls. Each "
+        "arm runs in its own fresh process and exports over OTLP/gRPC to one `OtlpReceiver` in "
+        "another process, which counts what arrives. *Plain OpenTelemetry by hand*: the SDK's "
+        "`BatchSpanProcessor` and OTLP exporter, OTel's ASGI middleware, the workflow a new "
+        "root span with a link. *kilostar-otel*: `configure()`, `RequestIdMiddleware`, OTel's "
+        "ASGI middleware, `workflow()`. *Pydantic Logfire*: `logfire.configure("
+        "send_to_logfire=False, console=False, metrics=False)` with the SDK's batch processor "
+        "and OTLP/gRPC exporter, `logfire.instrument_asgi`, `logfire.span`, the request id "
+        "from asgi-correlation-id in `logfire.set_baggage`, the workflow "
+        "`@logfire.instrument(new_trace=True)`. *asgi-correlation-id*: its middleware, the id "
+        "put in baggage, plain OTel with `BaggageSpanProcessor`. Every arm makes the same spans "
+        "(OTel's per-message `http send`/`receive` spans are off, as in Logfire's default).",
+        "",
+        f"{settings['passes']} passes, the arms' order alternating and rotating; in each, "
+        f"{settings['warmup']:,} warm-up requests, then {settings['requests']:,} measured. Per "
+        "request: *request-thread CPU* (`time.thread_time` of the thread that runs the app: "
+        "what decides latency), *process CPU* (every thread, from the first measured request "
+        "until the final flush has exported all their spans), wall time; RSS at the end. Medians "
+        "over the passes with no span lost; ratios kilostar ÷ arm are the median of the "
+        "per-pass ratios (lower is better), quartiles in brackets. A pass that loses spans is "
+        "listed, not averaged in.",
+        "",
+        _markdown_table(APP_HEADER, _app_table(app)),
+    ]
+
+
+def _ray_section(ray: dict[str, Any]) -> list[str]:
+    settings = ray["settings"]
+    return [
+        "## Ray calls",
+        "",
+        "A local Ray cluster (2 CPUs, `benchmarks/bench_ray.py`) whose workers run "
+        "`setup_worker` and export over OTLP/gRPC to the receiver in its own process. The "
+        "driver runs `configure()` and calls inside a request and a workflow. Calls do nothing "
+        "and are made one at a time (`ray.get(x.remote())`), timed one by one, "
+        f"{settings['blocks']} blocks of {settings['calls']} calls per arm with the arms "
+        "alternating (after "
+        f"{settings['warmup']} warm-up calls); the ratio is the median over the blocks of "
+        "median(traced) ÷ median(plain). Then every traced call's span is counted at the "
+        "receiver. `KILOSTAR_OTEL_RAY_FLUSH` says when a call's spans are exported: `idle` (the "
+        "default) once the worker has had no call for 50 ms, `after` as the call ends (while "
+        "the result travels back), `wait` before the result goes back. The *no flush* arm "
+        "(`KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0`) leaves spans to the batch queue, which exports "
+        "every 5 s and at a graceful exit (here the cluster's orderly stop); a worker killed "
+        "before either loses them. It is the floor for any delivery scheme.",
+        "",
+        _markdown_table(RAY_HEADER, _ray_table(ray)),
+    ]
 
 
 NOTES = [
@@ -375,8 +651,15 @@ NOTES = [
     "collector), and the room absorbs the gaps while a batch is on the wire; the schedule "
     "stays at 5 s. For the spans here that is about 20 MB at most (see the memory column). "
     "`OTEL_BSP_*` variables and `configure()` arguments override all three.",
-    "- Drops are counted (`Telemetry.dropped_spans`) and reported: the SDK logs the first one, "
-    "and `shutdown()` logs the total.",
+    "- The queue is kilostar-otel's own (`SpanBatch`), with the SDK batch processor's settings "
+    "and behaviour but a quarter of its work per span on the thread that ends the span: no "
+    "process-id check, logging or metrics call per span (fork safety comes from "
+    "`os.register_at_fork`).",
+    "- Drops are counted (`Telemetry.dropped_spans`) and reported: `shutdown()` logs the total.",
+    "- A tight loop of a million spans shows the limit of any in-process exporter in Python: "
+    "encoding and sending share the interpreter lock with the loop, and spans that wait in a "
+    "full queue survive into the oldest garbage-collector generation, whose full collections "
+    "then cost the loop more than the export itself.",
     "",
     "## Reading the numbers",
     "",
@@ -409,7 +692,9 @@ def write_chart(report: Report, path: Path) -> None:
 
     panels = list(report.rows.items())
     capacity = report.capacity
-    count = len(panels) + (3 if capacity else 0)
+    count = (
+        len(panels) + (3 if capacity else 0) + (2 if report.app else 0) + (1 if report.ray else 0)
+    )
     columns = 3
     lines = (count + columns - 1) // columns
     fig, axes = plt.subplots(lines, columns, figsize=(5.6 * columns, 2.6 * lines), squeeze=False)
@@ -491,6 +776,42 @@ def write_chart(report: Report, path: Path) -> None:
         flat[base + 2].axvline(MEMORY_TARGET_BYTES / 2**20, color="#c0392b", linestyle="--")
         largest = max(memory_growth(capacity, a) for a in arms) / 2**20
         flat[base + 2].set_xlim(0, max(MEMORY_TARGET_BYTES / 2**20, largest) * 1.2)
+    base = len(panels) + (3 if capacity else 0)
+    if report.app:
+        from benchmarks.bench_app import ARMS as APP_ARMS
+        from benchmarks.bench_app import LABELS as APP_LABELS
+        from benchmarks.bench_app import summary as app_summary
+
+        brief = app_summary(report.app)
+        for offset, (metric, what) in enumerate(
+            (("thread_cpu_s", "request-thread CPU"), ("cpu_s", "process CPU incl. export"))
+        ):
+            values = [(brief["arms"][a][metric] or 0.0) * 1e6 for a in APP_ARMS]
+            bars(
+                flat[base + offset],
+                f"7. Whole application: {what} per request",
+                [APP_LABELS[a] for a in APP_ARMS],
+                values,
+                [a == "kilostar" for a in APP_ARMS],
+                "µs per request (lower is better)",
+                "{:.0f} µs",
+            )
+        base += 2
+    if report.ray:
+        from benchmarks.bench_ray import ARMS as RAY_ARMS
+        from benchmarks.bench_ray import LABELS as RAY_LABELS
+        from benchmarks.bench_ray import summary as ray_summary
+
+        medians = ray_summary(report.ray)["medians"]
+        bars(
+            flat[base],
+            "8. Ray: one call, sequential (median)",
+            [RAY_LABELS[a] for a in RAY_ARMS],
+            [medians[a] * 1e3 for a in RAY_ARMS],
+            [a.startswith("traced") for a in RAY_ARMS],
+            "ms per call (lower is better)",
+            "{:.2f} ms",
+        )
     for ax in flat[count:]:
         ax.axis("off")
     fig.suptitle("kilostar-otel (blue) vs what a user could pick instead", fontsize=10)

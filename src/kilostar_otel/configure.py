@@ -67,6 +67,18 @@ class _SamplerSlot(Sampler):
     def __init__(self, sampler: Sampler) -> None:
         self.current = sampler
 
+    @property
+    def current(self) -> Sampler:
+        """The sampler that decides."""
+        return self._current
+
+    @current.setter
+    def current(self, sampler: Sampler) -> None:
+        self._current = sampler
+        # Tracers ask for every span: this instance's should_sample is the current sampler's own
+        # bound method, so a decision costs no extra call (the method below is the fallback).
+        vars(self)["should_sample"] = sampler.should_sample
+
     def should_sample(
         self,
         parent_context: Context | None,
@@ -78,13 +90,13 @@ class _SamplerSlot(Sampler):
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
         """Ask the current sampler."""
-        return self.current.should_sample(
+        return self._current.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
 
     def get_description(self) -> str:
         """The current sampler's description."""
-        return self.current.get_description()
+        return self._current.get_description()
 
 
 # -- the handle -----------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ def test_the_runner_quick_writes_the_table_page_and_chart(tmp_path: Path) -> Non
             "benchmarks",
             "--quick",
             "--no-capacity",
+            "--no-app",
+            "--no-ray",
             "--docs",
             str(tmp_path / "docs"),
             "--json",

@@ -47,7 +47,9 @@ USER_SETUP_HOOK = "tests.ray.workloads.user_setup_hook"
 def ray_cluster(
     tmp_path_factory: pytest.TempPathFactory, ray_receiver: OtlpReceiver
 ) -> Iterator[Any]:
-    """A 2-CPU local cluster whose workers run ``setup_worker`` (tracing to ``ray_receiver``).
+    """A 2-CPU local cluster whose workers run ``setup_worker`` (tracing to ``ray_receiver``,
+    flush mode ``wait``: calls return once their spans are exported, so tests read the receiver
+    right after ray.get and may kill an actor at once; test_delivery.py runs the default, "idle").
 
     Ray gives a starting node 30 seconds to register; on a loaded machine that can pass. Then the
     start is retried once, with a fresh directory, and a warning in the test report says so.
@@ -63,7 +65,10 @@ def ray_cluster(
             # The hook runs before Ray puts the driver's directory on the worker's path.
             runtime_env={
                 "worker_process_setup_hook": USER_SETUP_HOOK,
-                "env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, PYTHONPATH]))},
+                "env_vars": {
+                    "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, PYTHONPATH])),
+                    kray.FLUSH_MODE_ENV: "wait",
+                },
             },
         )
 

@@ -305,7 +305,8 @@ def test_hostile_snapshots_are_taken_field_by_field(
 def test_spans_are_exported_before_the_actor_is_killed(
     ray_cluster: Any, ray_receiver: OtlpReceiver
 ) -> None:
-    actor = Planner.remote()
+    # The "wait" flush mode: a call returns only once its spans are exported.
+    actor = Planner.options(runtime_env={"env_vars": {kray.FLUSH_MODE_ENV: "wait"}}).remote()
     with request_id_scope(new_request_id()), workflow("killed") as wf:
         seen = ray.get(actor.look.remote())
     ray.kill(kray.unwrap(actor), no_restart=True)  # SIGKILL-like: no atexit, no shutdown

@@ -363,7 +363,7 @@ def run_demo(
 def _start_ray(
     temp_dir: str, endpoint: str, protocol: str, err: IO[str]
 ) -> Callable[[str], Awaitable[str]]:
-    from kilostar_otel.integrations.ray import start_local_cluster
+    from kilostar_otel.integrations.ray import FLUSH_MODE_ENV, start_local_cluster
 
     print("kilostar-otel demo: starting a local Ray (127.0.0.1 only) ...", file=err, flush=True)
     start_local_cluster(
@@ -373,6 +373,8 @@ def _start_ray(
         protocol=protocol,
         service_name=f"{SERVICE_NAME}-ray",
         log_to_driver=False,
+        # The demo shows the workers' spans right after the requests: calls wait for export.
+        runtime_env={"env_vars": {FLUSH_MODE_ENV: "wait"}},
     )
     return _make_ray_step()
 

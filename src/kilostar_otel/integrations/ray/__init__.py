@@ -8,14 +8,15 @@ functions and actor methods are supported, with or without Ray's own tracing hoo
 
 :func:`setup_worker` is the ``worker_process_setup_hook`` (an importable string path, so it also
 works with job submission) that configures tracing and the loguru patcher in every Ray worker.
-Because Ray may kill pool workers without running ``atexit``, each traced call flushes its spans
-before its result goes back to the caller. See ``docs/ray.md`` for the model.
+Each traced call has its spans exported before Ray can end the worker: by default once the
+worker has been idle for a moment (``KILOSTAR_OTEL_RAY_FLUSH``: ``idle``, ``after`` or ``wait``).
+See ``docs/ray.md`` for the model.
 
 ``ray`` itself is imported lazily: importing this package does not import Ray, so
 :func:`start_local_cluster` can still set the environment that Ray reads at import time.
 
 The package's modules: ``_caller`` (:func:`remote` and the proxies), ``_callee`` (the wrapper
-that applies a snapshot for one call), ``_flush`` (exporting before a result returns),
+that applies a snapshot for one call), ``_flush`` (exporting before Ray ends a worker),
 ``_worker`` (:func:`setup_worker` and the ``runtime_env`` helpers) and ``_cluster``
 (:func:`start_local_cluster`).
 """
@@ -32,10 +33,15 @@ from kilostar_otel.integrations.ray._caller import (
     unwrap,
 )
 from kilostar_otel.integrations.ray._cluster import start_local_cluster
-from kilostar_otel.integrations.ray._flush import DEFAULT_FLUSH_TIMEOUT
+from kilostar_otel.integrations.ray._flush import (
+    DEFAULT_FLUSH_MODE,
+    DEFAULT_FLUSH_TIMEOUT,
+    FLUSH_MODES,
+)
 from kilostar_otel.integrations.ray._worker import (
     DEFAULT_SERVICE_NAME,
     ENDPOINT_ENV,
+    FLUSH_MODE_ENV,
     FLUSH_TIMEOUT_ENV,
     LOG_FORMAT_ENV,
     PROTOCOL_ENV,
@@ -50,9 +56,12 @@ from kilostar_otel.integrations.ray._worker import (
 )
 
 __all__ = [
+    "DEFAULT_FLUSH_MODE",
     "DEFAULT_FLUSH_TIMEOUT",
     "DEFAULT_SERVICE_NAME",
     "ENDPOINT_ENV",
+    "FLUSH_MODES",
+    "FLUSH_MODE_ENV",
     "FLUSH_TIMEOUT_ENV",
     "LOG_FORMAT_ENV",
     "PROTOCOL_ENV",

@@ -98,6 +98,14 @@ def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
     return ctx, False
 
 
+class _Runtime:
+    """This worker's job id and actor id, once known (a worker serves one job; a pool worker
+    that becomes an actor stays that actor)."""
+
+    job_id: str = ""
+    actor_id: str = ""
+
+
 def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {}
     try:
@@ -106,14 +114,17 @@ def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
         if not ray.is_initialized():
             return attributes  # asking would auto-start a local Ray instance
         runtime = ray.get_runtime_context()
-        attributes["ray.job_id"] = runtime.get_job_id()
+        if not _Runtime.job_id:
+            _Runtime.job_id = runtime.get_job_id()
+        attributes["ray.job_id"] = _Runtime.job_id
         task_id = runtime.get_task_id()
         if task_id:
             attributes["ray.task_id"] = task_id
         if actor:
-            actor_id = runtime.get_actor_id()
-            if actor_id:
-                attributes["ray.actor_id"] = actor_id
+            if not _Runtime.actor_id:
+                _Runtime.actor_id = runtime.get_actor_id() or ""
+            if _Runtime.actor_id:
+                attributes["ray.actor_id"] = _Runtime.actor_id
     except Exception as exc:  # attributes are a nicety; the call must run regardless
         internal_error("ray call attributes", exc)
     return attributes

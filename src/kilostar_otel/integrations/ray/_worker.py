@@ -13,7 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from kilostar_otel._internals import ray_in_worker
-from kilostar_otel.integrations.ray._flush import Flushing, FlushLocalRoots, tracing_configured
+from kilostar_otel.integrations.ray._flush import (
+    FLUSH_MODES,
+    Flushing,
+    FlushLocalRoots,
+    tracing_configured,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SERVICE_NAME",
     "ENDPOINT_ENV",
+    "FLUSH_MODE_ENV",
     "FLUSH_TIMEOUT_ENV",
     "LOG_FORMAT_ENV",
     "PROTOCOL_ENV",
@@ -45,6 +51,7 @@ SERVICE_NAME_ENV: Final = "KILOSTAR_OTEL_RAY_SERVICE_NAME"
 ENDPOINT_ENV: Final = "KILOSTAR_OTEL_RAY_ENDPOINT"
 PROTOCOL_ENV: Final = "KILOSTAR_OTEL_RAY_PROTOCOL"
 FLUSH_TIMEOUT_ENV: Final = "KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT"
+FLUSH_MODE_ENV: Final = "KILOSTAR_OTEL_RAY_FLUSH"
 DEFAULT_SERVICE_NAME: Final = "kilostar-ray-worker"
 #: ``ids`` (the default): worker log lines show the ids; ``keep``: leave the worker's logging be.
 LOG_FORMAT_ENV: Final = "KILOSTAR_OTEL_RAY_LOG_FORMAT"
@@ -102,10 +109,11 @@ def setup_worker() -> None:
 
     The ``worker_process_setup_hook`` (``SETUP_HOOK``); it also works as Ray's
     ``_tracing_startup_hook`` (``RAY_TRACING_STARTUP_HOOK``), where it leaves the driver alone.
-    Reads ``KILOSTAR_OTEL_RAY_SERVICE_NAME``/``_ENDPOINT``/``_PROTOCOL``/``_FLUSH_TIMEOUT``/
-    ``_LOG_FORMAT``. Runs once per process and never raises: a failure is logged and the worker
-    keeps working. Then it runs the job's own setup hook, if :func:`worker_runtime_env` was given
-    one (``KILOSTAR_OTEL_RAY_USER_SETUP_HOOK``); that hook's errors are the job's and propagate.
+    Reads ``KILOSTAR_OTEL_RAY_SERVICE_NAME``/``_ENDPOINT``/``_PROTOCOL``/``_FLUSH``/
+    ``_FLUSH_TIMEOUT``/``_LOG_FORMAT``. Runs once per process and never raises: a failure is
+    logged and the worker keeps working. Then it runs the job's own setup hook, if
+    :func:`worker_runtime_env` was given one (``KILOSTAR_OTEL_RAY_USER_SETUP_HOOK``); that hook's
+    errors are the job's and propagate.
     """
     _setup_tracing()
     user_hook = os.environ.get(USER_SETUP_HOOK_ENV)
@@ -133,6 +141,11 @@ def _setup_tracing() -> None:
             Flushing.timeout = max(float(timeout), 0.0)
     except ValueError:
         _log.warning("kilostar_otel: ignoring %s: not a number", FLUSH_TIMEOUT_ENV)
+    mode = os.environ.get(FLUSH_MODE_ENV, "").strip().lower()
+    if mode in FLUSH_MODES:
+        Flushing.mode = mode
+    elif mode:
+        _log.warning("kilostar_otel: ignoring %s: not one of %s", FLUSH_MODE_ENV, FLUSH_MODES)
     if not ray_in_worker():
         # Ray's tracing hook also runs in the driver, which configures tracing itself.
         return
@@ -209,12 +222,14 @@ def worker_runtime_env(
     service_name: str | None = None,
     flush_timeout: float | None = None,
     log_format: Literal["ids", "keep"] = "ids",
+    flush_mode: str | None = None,
     runtime_env: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return a job ``runtime_env`` that sets up tracing in every worker with :func:`setup_worker`.
 
     Pass it to ``ray.init(runtime_env=...)`` or as ``--runtime-env-json`` to ``ray job submit``.
-    ``endpoint``/``protocol`` are the driver's OTLP settings; ``service_name`` names the workers.
+    ``endpoint``/``protocol`` are the driver's OTLP settings; ``service_name`` names the workers;
+    ``flush_mode`` is ``"idle"`` (default), ``"after"`` or ``"wait"`` (see ``docs/ray.md``).
     ``log_format="ids"`` (the default) makes worker log lines show the ids (stdlib logging with
     :data:`~kilostar_otel.integrations.logging.FORMAT`, loguru's default sink with
     ``LOGURU_FORMAT``); ``"keep"`` leaves the worker's logging as it is. A
@@ -238,6 +253,7 @@ def worker_runtime_env(
         (SERVICE_NAME_ENV, service_name),
         (FLUSH_TIMEOUT_ENV, None if flush_timeout is None else repr(float(flush_timeout))),
         (LOG_FORMAT_ENV, None if log_format == "ids" else log_format),
+        (FLUSH_MODE_ENV, flush_mode),
     ):
         if value is not None:
             env_vars[name] = value
