@@ -1,29 +1,36 @@
-"""The export pipeline ``configure()`` builds: exporter (and its encoder), batch queue, drop count.
+"""The export pipeline ``configure()`` builds: exporter (and its encoder), batch queue, counts.
 
 :func:`build_exporter` picks the span exporter the settings name; for OTLP/gRPC that is the SDK's
-exporter with the faster encoder from :mod:`kilostar_otel._otlp`. :func:`build_batch` wraps it in
-the SDK's ``BatchSpanProcessor``, and :class:`_ExportPipeline` is the one span processor the
-provider holds for export: it counts the spans the batch queue drops and lets ``configure()``
-swap the batch processor when it runs again.
+exporter with the faster encoder from :mod:`kilostar_otel._otlp`. :class:`_ExportPipeline` is the
+one span processor the provider holds for export: it admits a span into the SDK's
+``BatchSpanProcessor`` only while the queue has room in spans and in bytes, counts what it drops,
+what the back end accepted and what was lost in failed exports, lets ``configure()`` swap the
+batch processor when it runs again, and builds a fresh one (own connections) in a forked child.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from kilostar_otel._settings import Settings
 
-__all__ = ["_ExportPipeline", "build_batch", "build_exporter", "shutdown_batch"]
+__all__ = ["_ExportPipeline", "build_exporter", "shutdown_batch", "span_bytes"]
 
 # The warning is configure()'s: it keeps its logger name.
 _log = logging.getLogger("kilostar_otel.configure")
+
+#: What a span costs before its strings: the span object, its context, times, status, resource.
+SPAN_OVERHEAD_BYTES = 1024
+_ITEM_OVERHEAD_BYTES = 64  # one attribute, event or link: the dict entry, the str/int objects
 
 
 def build_exporter(settings: Settings) -> SpanExporter | None:
@@ -67,17 +74,31 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
     )
 
 
-def build_batch(settings: Settings, exporter: SpanExporter | None) -> BatchSpanProcessor | None:
-    """The SDK batch processor in front of ``exporter``, sized by ``settings``."""
-    if exporter is None:
-        return None  # exporter "none": spans get their ids but are sent nowhere
-    return BatchSpanProcessor(
-        exporter,
-        max_queue_size=settings.max_queue_size,
-        schedule_delay_millis=settings.schedule_delay_millis,
-        max_export_batch_size=settings.max_export_batch_size,
-        export_timeout_millis=settings.export_timeout_millis,
+def _value_bytes(value: object) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, (tuple, list)):
+        return sum(_value_bytes(item) + 8 for item in value)
+    return 8
+
+
+def _attributes_bytes(attributes: Any) -> int:
+    if not attributes:
+        return 0
+    return sum(
+        _ITEM_OVERHEAD_BYTES + len(key) + _value_bytes(value) for key, value in attributes.items()
     )
+
+
+def span_bytes(span: ReadableSpan) -> int:
+    """An estimate of the memory a queued span holds: its strings, plus a fixed overhead."""
+    size = SPAN_OVERHEAD_BYTES + len(span.name or "") + _attributes_bytes(span.attributes)
+    for event in span.events:
+        size += _ITEM_OVERHEAD_BYTES + len(event.name or "") + _attributes_bytes(event.attributes)
+    for link in span.links:
+        size += _ITEM_OVERHEAD_BYTES + _attributes_bytes(link.attributes)
+    description = span.status.description
+    return size + (len(description) if description else 0)
 
 
 def shutdown_batch(batch: BatchSpanProcessor, timeout_millis: int) -> None:
@@ -90,80 +111,216 @@ def shutdown_batch(batch: BatchSpanProcessor, timeout_millis: int) -> None:
         batch.shutdown()  # type: ignore[no-untyped-call]
 
 
-class _ExportPipeline(SpanProcessor):
-    """Hands sampled spans to the current batch processor and counts the ones it drops.
+def _abandon_batch(batch: BatchSpanProcessor) -> None:
+    """Stop an inherited batch processor's worker in a forked child without exporting anything.
 
-    The SDK's batch processor drops a span (with one log line) when its queue is full; here the
-    queue is checked first so every drop is counted. :meth:`replace` swaps the batch processor
-    when ``configure()`` runs again, so the provider never gets a second export processor.
-    (Its name is private for the tests that read processor class names; the module is private.)
+    Its exporter holds the parent's connections, which the child must not use (nor close: the
+    parent still does).
+    """
+    inner = getattr(batch, "_batch_processor", batch)
+    queue = getattr(inner, "_queue", None)
+    if isinstance(queue, deque):
+        queue.clear()
+    for name in ("_shutdown", "done"):  # the flag its worker loop checks (1.3x+, older)
+        if hasattr(inner, name):
+            setattr(inner, name, True)
+    for name in ("_worker_awaken", "condition"):  # wake the worker so that it sees the flag
+        waker = getattr(inner, name, None)
+        if isinstance(waker, threading.Event):
+            waker.set()
+
+
+class _CountingExporter(SpanExporter):
+    """Wraps the real exporter: the spans of each batch leave the byte budget and are counted
+    as delivered (the back end accepted them) or failed (lost after the exporter's retries)."""
+
+    def __init__(self, exporter: SpanExporter, pipeline: _ExportPipeline) -> None:
+        self.exporter = exporter
+        self._pipeline = pipeline
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through the wrapped exporter and count the outcome."""
+        self._pipeline._dequeued(spans)
+        result = SpanExportResult.FAILURE
+        try:
+            result = self.exporter.export(spans)
+        finally:
+            self._pipeline._exported(len(spans), result is SpanExportResult.SUCCESS)
+        return result
+
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        """Shut the wrapped exporter down (within ``timeout_millis`` if it takes one)."""
+        shutdown = self.exporter.shutdown
+        try:
+            takes_timeout = "timeout_millis" in inspect.signature(shutdown).parameters
+        except (TypeError, ValueError):
+            takes_timeout = False
+        if takes_timeout:
+            shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+        else:
+            shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the wrapped exporter."""
+        return self.exporter.force_flush(timeout_millis)
+
+
+class _ExportPipeline(SpanProcessor):
+    """Admits sampled spans to the current batch processor within a span and a byte budget.
+
+    A span is queued only if the queue holds fewer than ``max_queue_size`` spans and fewer than
+    ``max_queue_bytes`` estimated bytes (:func:`span_bytes`; a span always fits an empty queue);
+    otherwise the new span is dropped and counted. The check and the hand-over happen under one
+    lock, so the SDK's queue never overflows on its own and every count is exact. A wrapper
+    around the exporter counts spans delivered and spans lost in failed exports. :meth:`replace`
+    swaps the batch processor when ``configure()`` runs again; :meth:`after_fork` gives a forked
+    child a fresh one. (Its name is private for the tests that read processor class names.)
     """
 
-    def __init__(self, batch: BatchSpanProcessor | None, max_queue_size: int) -> None:
+    def __init__(
+        self, exporter: SpanExporter | None, settings: Settings, exporter_kind: str = ""
+    ) -> None:
         self._lock = threading.Lock()
-        self._dropped = 0
-        self._set(batch, max_queue_size)
+        self.dropped = 0  #: spans dropped: queue full (spans or bytes), shut down, lost at exit
+        self.delivered = 0  #: spans the back end accepted
+        self.failed = 0  #: spans in exports that failed (after the exporter's retries)
+        self.queued_bytes = 0  #: estimated bytes of the spans queued now
+        self._sizes: dict[int, int] = {}
+        self._batch: BatchSpanProcessor | None = None
+        self._queue: deque[Any] | None = None
+        self._inner: object = None
+        self._set(exporter, settings)
 
-    def _set(self, batch: BatchSpanProcessor | None, max_queue_size: int) -> None:
+    # -- building and swapping the batch processor ------------------------------------------------
+
+    def _set(self, exporter: SpanExporter | None, settings: Settings) -> None:
+        self._settings = settings
+        self._exporter = exporter
+        self._max_queue_size = settings.max_queue_size
+        self._max_queue_bytes = settings.max_queue_bytes
+        if exporter is None:  # exporter "none": spans get their ids but are sent nowhere
+            batch: BatchSpanProcessor | None = None
+        else:
+            batch = BatchSpanProcessor(
+                _CountingExporter(exporter, self),
+                max_queue_size=settings.max_queue_size,
+                schedule_delay_millis=settings.schedule_delay_millis,
+                max_export_batch_size=settings.max_export_batch_size,
+                export_timeout_millis=settings.export_timeout_millis,
+            )
         # The SDK keeps its queue (a bounded deque) on an inner BatchProcessor since 1.3x and
-        # on the span processor itself before; without either, drops cannot be counted.
+        # on the span processor itself before; without either, the budget cannot be applied.
         inner = getattr(batch, "_batch_processor", batch)
         queue = getattr(inner, "_queue", None)
         if queue is None:
             queue = getattr(inner, "queue", None)
-        self._batch = batch
-        self._queue: deque[Any] | None = queue if isinstance(queue, deque) else None
-        self._max_queue_size = max_queue_size
-        self._inner: object = inner
+        with self._lock:
+            self._batch = batch
+            self._queue = queue if isinstance(queue, deque) else None
+            self._inner = inner
+
+    @property
+    def exporter(self) -> SpanExporter | None:
+        """The exporter spans go to now."""
+        return self._exporter
+
+    def replace(self, exporter: SpanExporter | None, settings: Settings) -> None:
+        """Send new spans to a new batch processor; flush and shut down the previous one."""
+        old, old_queue = self._batch, self._queue
+        self._set(exporter, settings)
+        if old is not None:
+            shutdown_batch(old, settings.export_timeout_millis)
+            self._count_left(old_queue)
+
+    def after_fork(self, exporter: SpanExporter | None) -> None:
+        """In a forked child: abandon the inherited batch processor, start afresh with counts 0.
+
+        ``exporter`` is a new one, so the child never uses the parent's connections.
+        """
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        old = self._batch
+        if old is not None:
+            _abandon_batch(old)
+        self.dropped = self.delivered = self.failed = self.queued_bytes = 0
+        self._sizes = {}
+        self._set(exporter, self._settings)
+
+    def stop(self, timeout_millis: int) -> None:
+        """Flush and shut down the batch processor within ``timeout_millis``; log any loss.
+
+        The batch processor's shutdown exports what is queued and gives up at the timeout (what
+        is still queued then counts as dropped); the SDK's ``force_flush`` ignores its timeout
+        (and retries for as long as the back end is down), so it is not called here.
+        """
+        if self._batch is not None:
+            shutdown_batch(self._batch, timeout_millis)
+            self._count_left(self._queue)
+        if self.dropped or self.failed:
+            _log.warning(
+                "kilostar-otel lost %d span(s): %d dropped (queue full or shutting down; see "
+                "max_queue_size and max_queue_bytes) and %d in failed exports; check that the "
+                "back end is reachable and keeps up",
+                self.dropped + self.failed,
+                self.dropped,
+                self.failed,
+            )
+
+    def _count_left(self, queue: deque[Any] | None) -> None:
+        """Count what a stopped batch processor still holds as dropped, and free its bytes."""
+        if not queue:
+            return
+        with self._lock:
+            left = list(queue)
+            queue.clear()
+            self.dropped += len(left)
+            for span in left:
+                self.queued_bytes -= self._sizes.pop(id(span), 0)
+
+    # -- counting ---------------------------------------------------------------------------------
+
+    def _dequeued(self, spans: Sequence[ReadableSpan]) -> None:
+        with self._lock:
+            sizes = self._sizes
+            self.queued_bytes -= sum(sizes.pop(id(span), 0) for span in spans)
+
+    def _exported(self, count: int, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self.delivered += count
+            else:
+                self.failed += count
 
     def _stopped(self) -> bool:
         inner = self._inner
         return bool(getattr(inner, "_shutdown", False) or getattr(inner, "done", False))
 
-    def replace(
-        self, batch: BatchSpanProcessor | None, max_queue_size: int, timeout_millis: int
-    ) -> None:
-        """Send new spans to ``batch``; flush and shut down the previous batch processor."""
-        old = self._batch
-        self._set(batch, max_queue_size)
-        if old is not None:
-            shutdown_batch(old, timeout_millis)
-
-    def stop(self, timeout_millis: int) -> None:
-        """Flush and shut down the batch processor within ``timeout_millis``; log any drops.
-
-        The batch processor's shutdown exports what is queued and gives up at the timeout; the
-        SDK's ``force_flush`` ignores its timeout (and retries for as long as the back end is
-        down), so it is not called here.
-        """
-        if self._batch is not None:
-            shutdown_batch(self._batch, timeout_millis)
-        if self._dropped:
-            _log.warning(
-                "kilostar-otel dropped %d span(s) because the export queue was full; raise "
-                "max_queue_size (OTEL_BSP_MAX_QUEUE_SIZE) or check that the back end keeps up",
-                self._dropped,
-            )
-
-    @property
-    def dropped(self) -> int:
-        """Spans dropped so far."""
-        return self._dropped
+    # -- the span processor -----------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Nothing to do when a span starts."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Queue a sampled span for export, counting it if the queue has no room."""
+        """Queue a sampled span for export if it fits in spans and bytes; else count a drop."""
         batch = self._batch
         ctx = span.context
         if batch is None or ctx is None or not ctx.trace_flags.sampled:
             return
         queue = self._queue
-        if queue is not None and (len(queue) >= self._max_queue_size or self._stopped()):
-            with self._lock:
-                self._dropped += 1
-        batch.on_end(span)
+        if queue is None:
+            batch.on_end(span)  # an SDK without a visible queue: no budget, no counts
+            return
+        size = span_bytes(span)
+        with self._lock:
+            if (
+                len(queue) >= self._max_queue_size
+                or (self.queued_bytes + size > self._max_queue_bytes and len(queue) > 0)
+                or self._stopped()
+            ):
+                self.dropped += 1
+                return
+            self._sizes[id(span)] = size
+            self.queued_bytes += size
+            batch.on_end(span)
 
     def shutdown(self) -> None:
         """Flush and stop the batch processor."""
