@@ -259,6 +259,16 @@ class Telemetry:
         self._flush_lock = threading.Lock()
         self._flush_thread = None
         if self._pipeline is not None and not self._shut_down:
+            if (
+                self._settings.exporter == "otlp"
+                and self._settings.protocol == "grpc"
+                and os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() not in ("1", "true")
+            ):
+                _log.warning(
+                    "kilostar-otel: exporting over gRPC from a forked child needs "
+                    "GRPC_ENABLE_FORK_SUPPORT=true (set before grpc is imported), or use "
+                    "protocol='http/protobuf'; gRPC may hang or crash otherwise"
+                )
             exporter = build_exporter(self._settings)
             self._pipeline.after_fork(exporter)
             self._exporter = exporter
