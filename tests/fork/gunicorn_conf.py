@@ -12,4 +12,5 @@ graceful_timeout = 20
 
 def post_fork(server: Any, worker: Any) -> None:
     """What OpenTelemetry's gunicorn docs recommend; here the app also configured at import."""
-    kilostar_otel.configure(os.environ["APP_SERVICE"], schedule_delay_millis=100)
+    if os.environ.get("POST_FORK_CONFIGURE") == "1":
+        kilostar_otel.configure(os.environ["APP_SERVICE"], schedule_delay_millis=100)

@@ -20,18 +20,24 @@ from tests.otlp.conftest import clean_env, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 60
+STEPS = 20  # spans of 4 KiB each request (served_app.STEPS)
 
 
 def _serve(
-    receiver: OtlpReceiver, worker: str, protocol: str, workers: int, preload: bool, tmp: Path
+    receiver: OtlpReceiver,
+    worker: str,
+    protocol: str,
+    workers: int,
+    preload: bool,
+    post_fork: bool,
+    tmp: Path,
 ) -> tuple[list[dict[str, object]], str]:
     port = free_port()
-    endpoint = (
-        "http://" + receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
-    )
+    endpoint = "http://" + receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
     env = clean_env(
         APP_SERVICE="forked-svc",
         EXPORT_BEFORE_FORK="1" if preload else "0",
+        POST_FORK_CONFIGURE="1" if post_fork else "0",
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         # gRPC's own rule: a child may use gRPC after the parent did only with fork support.
@@ -67,29 +73,39 @@ def _serve(
 
 
 @pytest.mark.parametrize(
-    ("worker", "protocol", "workers", "preload"),
+    ("worker", "protocol", "workers", "preload", "post_fork"),
     [
-        ("sync", "grpc", 2, True),
-        ("sync", "http/protobuf", 4, True),
-        ("uvicorn", "grpc", 3, True),
-        ("uvicorn", "http/protobuf", 4, True),
-        ("sync", "http/protobuf", 2, False),
+        ("sync", "grpc", 2, True, True),
+        ("sync", "http/protobuf", 4, True, True),
+        ("uvicorn", "grpc", 3, True, True),
+        ("uvicorn", "http/protobuf", 4, True, True),
+        ("sync", "http/protobuf", 3, True, False),  # only the at-fork hook re-initialises
+        ("sync", "http/protobuf", 2, False, True),
     ],
 )
 def test_every_worker_boots_reinitialises_and_exports_everything(
-    receiver: OtlpReceiver, tmp_path: Path, worker: str, protocol: str, workers: int, preload: bool
+    receiver: OtlpReceiver,
+    tmp_path: Path,
+    worker: str,
+    protocol: str,
+    workers: int,
+    preload: bool,
+    post_fork: bool,
 ) -> None:
-    answers, log = _serve(receiver, worker, protocol, workers, preload, tmp_path)
+    answers, log = _serve(receiver, worker, protocol, workers, preload, post_fork, tmp_path)
     assert "Worker failed to boot" not in log and "Traceback" not in log, log
+    # Each worker exports through its own exporter (own connections), and none failed.
+    assert all(a["own_exporter"] is preload and a["failed"] == 0 for a in answers), answers
     pids = Counter(int(str(a["pid"])) for a in answers)
     assert len(pids) >= 2, f"requests did not spread over the workers: {pids}"
 
-    expected = REQUESTS + (1 if preload else 0)
+    expected = REQUESTS * (1 + STEPS) + (1 if preload else 0)
     spans = receiver.wait_for_spans(expected, timeout=30)
     time.sleep(0.5)
     spans = receiver.spans()
     requests = [s for s in spans if s.name == "request"]
     assert len(requests) == REQUESTS  # nothing lost, nothing sent twice
+    assert len([s for s in spans if s.name == "step"]) == REQUESTS * STEPS
     assert Counter(int(s.attributes["worker.pid"]) for s in requests) == pids
 
     # Each worker has its own service.instance.id, the one it reported, unlike the master's.
