@@ -34,6 +34,11 @@ def _flush_everything() -> None:
     """Shut down every ``configure()`` pipeline in this process, and flush a foreign provider."""
     from kilostar_otel.configure import live_handles
 
+    try:
+        if signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a pool's terminate() must wait
+    except ValueError:
+        pass  # not the main thread: the handler was never installed by this module
     handles = live_handles()
     for handle in handles:
         try:
@@ -51,6 +56,8 @@ def _flush_everything() -> None:
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A pool may signal again while the flush runs; the flush is bounded by its own timeout.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)  # unwinds to multiprocessing's exit, which runs finalizers
 
 
