@@ -185,6 +185,7 @@ class _ExportPipeline(SpanProcessor):
         self.delivered = 0  #: spans the back end accepted
         self.failed = 0  #: spans in exports that failed (after the exporter's retries)
         self.queued_bytes = 0  #: estimated bytes of the spans queued now
+        self.in_flight = 0  #: spans in an export that has not returned yet
         self._sizes: dict[int, int] = {}
         self._batch: BatchSpanProcessor | None = None
         self._queue: deque[Any] | None = None
@@ -241,7 +242,7 @@ class _ExportPipeline(SpanProcessor):
         old = self._batch
         if old is not None:
             _abandon_batch(old)
-        self.dropped = self.delivered = self.failed = self.queued_bytes = 0
+        self.dropped = self.delivered = self.failed = self.queued_bytes = self.in_flight = 0
         self._sizes = {}
         self._set(exporter, self._settings)
 
@@ -255,14 +256,15 @@ class _ExportPipeline(SpanProcessor):
         if self._batch is not None:
             shutdown_batch(self._batch, timeout_millis)
             self._count_left(self._queue)
-        if self.dropped or self.failed:
+        if self.dropped or self.failed or self.in_flight:
             _log.warning(
                 "kilostar-otel lost %d span(s): %d dropped (queue full or shutting down; see "
-                "max_queue_size and max_queue_bytes) and %d in failed exports; check that the "
-                "back end is reachable and keeps up",
-                self.dropped + self.failed,
+                "max_queue_size and max_queue_bytes), %d in failed exports and %d in an export "
+                "still unanswered at shutdown; check that the back end is reachable and keeps up",
+                self.dropped + self.failed + self.in_flight,
                 self.dropped,
                 self.failed,
+                self.in_flight,
             )
 
     def _count_left(self, queue: deque[Any] | None) -> None:
@@ -282,9 +284,11 @@ class _ExportPipeline(SpanProcessor):
         with self._lock:
             sizes = self._sizes
             self.queued_bytes -= sum(sizes.pop(id(span), 0) for span in spans)
+            self.in_flight += len(spans)
 
     def _exported(self, count: int, ok: bool) -> None:
         with self._lock:
+            self.in_flight -= count
             if ok:
                 self.delivered += count
             else:
