@@ -17,9 +17,15 @@ from struct import Struct
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, StatusCode
+
+from kilostar_otel._internals import (
+    attribute_items,
+    bounded_list_items,
+    finished_span_fields,
+    grpc_exporter_with_encoder,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -136,9 +142,7 @@ def _key_value(tag: bytes, key: str, value: object) -> bytes:
 def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
     if not attributes:
         return b""
-    if type(attributes) is BoundedAttributes:
-        return _items(tag, attributes._dict.items())
-    return _items(tag, attributes.items())
+    return _items(tag, attribute_items(attributes))
 
 
 def _items(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
@@ -179,19 +183,9 @@ def _trace_state(tag: bytes, trace_state: Any) -> bytes:
 
 
 def _span(span: Any) -> bytes:
-    context: Any
-    events: Any
-    links: Any
-    if type(span) is ReadableSpan:
-        # The SDK's finished span: its fields directly (its properties copy or wrap them).
-        raw: Any = span
-        context, parent, name, kind = raw._context, raw._parent, raw._name, raw._kind
-        start, end, status = raw._start_time, raw._end_time, raw._status
-        attributes, events, links = raw._attributes, raw._events, raw._links
-    else:
-        context, parent, name, kind = span.context, span.parent, span.name, span.kind
-        start, end, status = span.start_time, span.end_time, span.status
-        attributes, events, links = span.attributes, span.events, span.links
+    (context, parent, name, kind, start, end, status, attributes, events, links) = (
+        finished_span_fields(span)
+    )
     parts = [
         b"\x0a\x10",
         context.trace_id.to_bytes(16, "big"),
@@ -218,11 +212,8 @@ def _span(span: Any) -> bytes:
         # ReadableSpan.dropped_attributes, and the same for events and links below.
         if isinstance(attributes, BoundedAttributes) and attributes.dropped:
             parts.append(_uint(b"\x50", attributes.dropped))
-    if type(events) is BoundedList:
-        dropped_events = events.dropped
-        events = events._dq  # type: ignore[attr-defined]  # finished: no more appends
-    else:
-        dropped_events = events.dropped if isinstance(events, BoundedList) else 0
+    dropped_events = events.dropped if isinstance(events, BoundedList) else 0
+    events = bounded_list_items(events)  # finished: no more appends
     for event in events:
         body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
         if event.name:
@@ -232,11 +223,8 @@ def _span(span: Any) -> bytes:
         parts.append(_field(b"\x5a", body))
     if dropped_events:
         parts.append(_uint(b"\x60", dropped_events))
-    if type(links) is BoundedList:
-        dropped_links = links.dropped
-        links = links._dq  # type: ignore[attr-defined]
-    else:
-        dropped_links = links.dropped if isinstance(links, BoundedList) else 0
+    dropped_links = links.dropped if isinstance(links, BoundedList) else 0
+    links = bounded_list_items(links)
     for link in links:
         linked = link.context
         body = (
@@ -336,18 +324,4 @@ def grpc_span_exporter_class() -> type[OTLPSpanExporter]:
     Only the encoding step changes (retries, TLS, headers, compression and timeouts are the SDK's);
     a batch the fast encoder does not handle goes through the SDK's own encoder.
     """
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    class FastOTLPSpanExporter(OTLPSpanExporter):
-        """``OTLPSpanExporter`` with the fast encoder."""
-
-        def _translate_data(self, data: Sequence[Any]) -> ExportTraceServiceRequest:
-            try:
-                return ExportTraceServiceRequest.FromString(encode_trace_request(data))
-            except UnsupportedSpanError:
-                return super()._translate_data(data)
-
-    return FastOTLPSpanExporter
+    return grpc_exporter_with_encoder(encode_trace_request, UnsupportedSpanError)

@@ -12,11 +12,27 @@ from urllib.parse import quote, unquote
 
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
+from kilostar_otel._headers import OWS as _OWS
+from kilostar_otel._headers import TOKEN_PATTERN
+from kilostar_otel._internals import checked_trace_state
+
+__all__ = [
+    "BAGGAGE_MAX_BYTES",
+    "BAGGAGE_MAX_MEMBERS",
+    "BAGGAGE_MAX_MEMBER_BYTES",
+    "baggage_value",
+    "format_baggage",
+    "format_traceparent",
+    "parse_baggage",
+    "parse_traceparent",
+    "parse_tracestate",
+    "single_traceparent",
+]
+
 # --- traceparent -------------------------------------------------------------------------------
 
 _TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _TRACEPARENT_MAX = 512
-_OWS = " \t"
 
 
 def parse_traceparent(value: object) -> SpanContext | None:
@@ -95,19 +111,6 @@ _TS_LARGE_MEMBER = 128
 _TS_MAX_INPUT = 8192
 
 
-class _Level2TraceState(TraceState):
-    """A :class:`TraceState` of members already checked against the level-2 grammar.
-
-    OpenTelemetry's constructor re-checks keys with the level-1 grammar and would silently drop
-    valid level-2 keys (``a@b@c``, ``1abc``, a 242-character tenant), so the checked members are
-    stored as they are. Mutations (``add``/``update``/``delete``) return OTel's own class.
-    """
-
-    def __init__(self, entries: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self._dict = dict(entries)
-
-
 def parse_tracestate(values: Iterable[object] | None) -> TraceState | None:
     """Parse ``tracestate`` header lines (combined with ``,``) into a :class:`TraceState`.
 
@@ -143,7 +146,7 @@ def parse_tracestate(values: Iterable[object] | None) -> TraceState | None:
     pairs = list(members.items())
     if len(pairs) > _TS_MAX_MEMBERS or _tracestate_length(pairs) > _TS_PROPAGATE_LENGTH:
         pairs = _truncate_tracestate(pairs)
-    return _Level2TraceState(pairs)
+    return checked_trace_state(pairs)
 
 
 def _tracestate_length(pairs: list[tuple[str, str]]) -> int:
@@ -168,7 +171,7 @@ def _truncate_tracestate(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 BAGGAGE_MAX_BYTES = 8192
 BAGGAGE_MAX_MEMBERS = 180
 BAGGAGE_MAX_MEMBER_BYTES = 4096
-_BAGGAGE_KEY_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAGGAGE_KEY_RE = TOKEN_PATTERN  # baggage keys are RFC 9110 tokens
 _BAGGAGE_VALUE_RE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 # Characters left as they are when encoding a value; '+' and '%' are always percent-encoded so that
 # peers that decode with ``unquote_plus`` (OpenTelemetry Python) read the same value back.

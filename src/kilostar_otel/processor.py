@@ -6,45 +6,19 @@ attributes (unlike ``BaggageSpanProcessor`` with an allow-all predicate).
 
 from __future__ import annotations
 
-from typing import Final
-
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from kilostar_otel.context import (
-    _BOUND_REQUEST_ID_KEY,
-    _TRACE_ID_KEY,
-    BAGGAGE_KEY,
-    _get_current,
-    request_id_from,
-)
-from kilostar_otel.ids import is_valid_request_id
+from kilostar_otel._guard import internal_error
+from kilostar_otel._idcontext import TRACE_ID_KEY, request_id_from
+from kilostar_otel._internals import current_context, stamp_attribute, writable_attributes
+from kilostar_otel._names import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor"]
 
-REQUEST_ID_ATTRIBUTE: Final = "kilostar.request_id"
-TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 
-
-def _stamp(span: object, key: str, value: str) -> None:
-    """Set a checked string attribute on a span that has just started and is not shared yet.
-
-    Written straight into the SDK's attribute dict when its checks cannot change the outcome (no
-    value-length limit, room for the key), else through ``set_attribute``.
-    """
-    attributes = getattr(span, "_attributes", None)
-    if (
-        type(attributes) is BoundedAttributes
-        and attributes.max_value_len is None
-        and not attributes._immutable
-        and key not in attributes._dict
-        and (attributes.maxlen is None or len(attributes._dict) < attributes.maxlen)
-    ):
-        attributes._dict[key] = value
-    else:
-        span.set_attribute(key, value)  # type: ignore[attr-defined]
+# The name workflow.py imports (until it imports ``_internals.stamp_attribute``).
+_stamp = stamp_attribute
 
 
 class KiloStarSpanProcessor(SpanProcessor):
@@ -57,36 +31,22 @@ class KiloStarSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Stamp the ids on ``span``."""
         try:
-            ctx = _get_current() if parent_context is None else parent_context
-            # request_id_from(ctx), inlined: this runs for every span.
-            request_id = ""
-            bag = ctx.get(_BAGGAGE_KEY)
-            if bag and type(bag) is dict:
-                value = bag.get(BAGGAGE_KEY)
-                if value is not None and (
-                    value == ctx.get(_BOUND_REQUEST_ID_KEY) or is_valid_request_id(value)
-                ):
-                    request_id = value if type(value) is str else str(value)
-            trace_id = ctx.get(_TRACE_ID_KEY)
+            ctx = current_context() if parent_context is None else parent_context
+            request_id = request_id_from(ctx)
+            trace_id = ctx.get(TRACE_ID_KEY)
             if parent_context is not None and (not request_id or not trace_id):
-                current = _get_current()
+                current = current_context()
                 request_id = request_id or request_id_from(current)
-                trace_id = trace_id or current.get(_TRACE_ID_KEY)
+                trace_id = trace_id or current.get(TRACE_ID_KEY)
             if trace_id is not None and type(trace_id) is not str:
                 trace_id = None
             if not request_id and not trace_id:
                 return
-            attributes = getattr(span, "_attributes", None)
-            if (
-                type(attributes) is BoundedAttributes
-                and attributes.max_value_len is None
-                and not attributes._immutable
-                and (attributes.maxlen is None or len(attributes._dict) + 2 <= attributes.maxlen)
-            ):
-                # Fast path: the span was created a moment ago and is not shared yet, there is no
+            values = writable_attributes(span, 2)
+            if values is not None:
+                # The span was created a moment ago and is not shared yet, there is no
                 # value-length limit and room for both keys, so the SDK's checks cannot change
                 # what it stores; write the two validated strings directly.
-                values = attributes._dict
                 if request_id:
                     values[REQUEST_ID_ATTRIBUTE] = request_id
                 if trace_id:
@@ -99,8 +59,8 @@ class KiloStarSpanProcessor(SpanProcessor):
                 span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
             else:
                 span.set_attribute(TRACE_ID_ATTRIBUTE, trace_id)
-        except Exception:
-            return
+        except Exception as exc:
+            internal_error("KiloStarSpanProcessor.on_start", exc)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Nothing to do when a span ends."""

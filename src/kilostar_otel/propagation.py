@@ -7,11 +7,9 @@ with :func:`set_global` or with ``OTEL_PROPAGATORS=tracecontext,baggage,kilostar
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import Context, get_current
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
@@ -30,11 +28,16 @@ from opentelemetry.trace import (
 )
 
 from kilostar_otel import _w3c
-from kilostar_otel.context import (
-    BAGGAGE_KEY,
-    _get_current,
-    context_with_request_id,
-    request_id_from,
+from kilostar_otel._guard import internal_error
+from kilostar_otel._headers import header_lines, is_token, one_value
+from kilostar_otel._idcontext import context_with_request_id, request_id_from
+from kilostar_otel._internals import BAGGAGE_KEY, current_context
+from kilostar_otel._names import (
+    BAGGAGE_HEADER,
+    REQUEST_ID_BAGGAGE,
+    REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
 )
 from kilostar_otel.ids import is_valid_request_id
 
@@ -48,38 +51,6 @@ __all__ = [
     "inject",
     "set_global",
 ]
-
-#: Header that carries the request id (read in any case, written lower-case).
-REQUEST_ID_HEADER = "x-request-id"
-
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _single_value(values: object) -> str | None:
-    """The one value of a header that may arrive as a string or as several lines.
-
-    Repeated lines with the same value count once; lines that disagree are ambiguous and count as
-    absent (the caller then regenerates rather than guessing).
-    """
-    if values is None:
-        return None
-    if type(values) is str:
-        return values.strip(" \t")
-    found: str | None = None
-    try:
-        for value in values if isinstance(values, Iterable) else ():
-            if type(value) is bytes:
-                value = value.decode("latin-1")
-            if type(value) is not str:
-                return None
-            value = value.strip(" \t")
-            if found is None:
-                found = value
-            elif value != found:
-                return None
-    except Exception:
-        return None
-    return found
 
 
 class KiloStarPropagator(TextMapPropagator):
@@ -107,7 +78,7 @@ class KiloStarPropagator(TextMapPropagator):
     ) -> None:
         if prefer not in ("header", "baggage"):
             raise ValueError(f"prefer must be 'header' or 'baggage', not {prefer!r}")
-        if type(header_name) is not str or _TOKEN_RE.fullmatch(header_name) is None:
+        if not is_token(header_name):
             raise ValueError(f"header_name must be an HTTP header name, not {header_name!r}")
         self._prefer_header = prefer == "header"
         self._header = header_name.lower()
@@ -117,7 +88,7 @@ class KiloStarPropagator(TextMapPropagator):
         self._inject_header = inject_header
         self._inject_baggage = inject_baggage
         self._valid = validator
-        self._fields = {self._header} | ({"baggage"} if inject_baggage else set())
+        self._fields = {self._header} | ({BAGGAGE_HEADER} if inject_baggage else set())
 
     # -- extract ------------------------------------------------------------------------------
 
@@ -132,18 +103,14 @@ class KiloStarPropagator(TextMapPropagator):
                 if type(key) is str and key.lower() == self._header:
                     values = getter.get(carrier, key)
                     break
-        value = _single_value(values)
+        value = one_value(values)
         return value if value and self._valid(value) else None
 
     def _baggage_id(self, carrier: Any, getter: Getter[Any]) -> str | None:
-        values = getter.get(carrier, "baggage")
+        values = getter.get(carrier, BAGGAGE_HEADER)
         if values is None:
             return None
-        if isinstance(values, str):
-            header = values
-        else:
-            header = ",".join(v for v in values if type(v) is str)
-        value = _w3c.baggage_value(header, BAGGAGE_KEY)
+        value = _w3c.baggage_value(",".join(header_lines(values)), REQUEST_ID_BAGGAGE)
         return value if value and self._valid(value) else None
 
     def extract(
@@ -156,7 +123,7 @@ class KiloStarPropagator(TextMapPropagator):
 
         With no valid id in the carrier the context is returned unchanged. Never raises.
         """
-        ctx = _get_current() if context is None else context
+        ctx = current_context() if context is None else context
         try:
             if self._prefer_header:
                 request_id = self._header_id(carrier, getter) or self._baggage_id(carrier, getter)
@@ -165,7 +132,8 @@ class KiloStarPropagator(TextMapPropagator):
             if request_id is None:
                 return ctx
             return context_with_request_id(ctx, request_id)
-        except Exception:
+        except Exception as exc:
+            internal_error("KiloStarPropagator.extract", exc)
             return ctx
 
     # -- inject -------------------------------------------------------------------------------
@@ -178,18 +146,18 @@ class KiloStarPropagator(TextMapPropagator):
     ) -> None:
         """Write the context's request id (if valid) and baggage into ``carrier``; never raises."""
         try:
-            ctx = _get_current() if context is None else context
+            ctx = current_context() if context is None else context
             request_id = request_id_from(ctx)
             if request_id and not self._valid(request_id):
                 request_id = ""
             if request_id and self._inject_header:
                 setter.set(carrier, self._header, request_id)
             if self._inject_baggage:
-                header = _baggage_header(ctx.get(_BAGGAGE_KEY))
+                header = _baggage_header(ctx.get(BAGGAGE_KEY))
                 if header:
-                    setter.set(carrier, "baggage", header)
-        except Exception:
-            return
+                    setter.set(carrier, BAGGAGE_HEADER, header)
+        except Exception as exc:
+            internal_error("KiloStarPropagator.inject", exc)
 
     @property
     def fields(self) -> set[str]:
@@ -213,14 +181,14 @@ def _baggage_header(bag: object) -> str:
 
 
 def _get_any_case(carrier: Any, getter: Getter[Any], name: str) -> list[str] | None:
-    """All values of header ``name`` (lower-case), however the carrier spells it."""
+    """All lines of header ``name`` (lower-case), however the carrier spells it; None if absent."""
     values = getter.get(carrier, name)
     if values is not None:
-        return values
+        return header_lines(values)
     found: list[str] | None = None
     for key in getter.keys(carrier):
         if type(key) is str and key != name and key.lower() == name:
-            more = getter.get(carrier, key)
+            more = header_lines(getter.get(carrier, key))
             if more:
                 found = [*(found or ()), *more]
     return found
@@ -241,22 +209,19 @@ class BaggagePropagator(TextMapPropagator):
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
         """Return ``context`` (default: the current one) with the carrier's baggage merged in."""
-        ctx = _get_current() if context is None else context
+        ctx = current_context() if context is None else context
         try:
-            values = _get_any_case(carrier, getter, "baggage")
+            values = _get_any_case(carrier, getter, BAGGAGE_HEADER)
             if not values:
                 return ctx
-            if isinstance(values, str):
-                header = values
-            else:
-                header = ",".join(v for v in values if type(v) is str)
-            entries = _w3c.parse_baggage(header)
+            entries = _w3c.parse_baggage(",".join(values))
             if not entries:
                 return ctx
-            bag = ctx.get(_BAGGAGE_KEY)
+            bag = ctx.get(BAGGAGE_KEY)
             merged = {**bag, **entries} if bag and type(bag) is dict else entries
-            return Context({**ctx, _BAGGAGE_KEY: merged})
-        except Exception:
+            return Context({**ctx, BAGGAGE_KEY: merged})
+        except Exception as exc:
+            internal_error("BaggagePropagator.extract", exc)
             return ctx
 
     def inject(
@@ -267,17 +232,17 @@ class BaggagePropagator(TextMapPropagator):
     ) -> None:
         """Write the context's baggage as one ``baggage`` header; never raises."""
         try:
-            ctx = _get_current() if context is None else context
-            header = _baggage_header(ctx.get(_BAGGAGE_KEY))
+            ctx = current_context() if context is None else context
+            header = _baggage_header(ctx.get(BAGGAGE_KEY))
             if header:
-                setter.set(carrier, "baggage", header)
-        except Exception:
-            return
+                setter.set(carrier, BAGGAGE_HEADER, header)
+        except Exception as exc:
+            internal_error("BaggagePropagator.inject", exc)
 
     @property
     def fields(self) -> set[str]:
         """The header names :meth:`inject` writes."""
-        return {"baggage"}
+        return {BAGGAGE_HEADER}
 
 
 class TraceContextPropagator(TextMapPropagator):
@@ -290,8 +255,8 @@ class TraceContextPropagator(TextMapPropagator):
     oversized ``tracestate`` the way level 2 recommends. ``traceparent`` is matched in any case.
     """
 
-    _TRACEPARENT = "traceparent"
-    _TRACESTATE = "tracestate"
+    _TRACEPARENT = TRACEPARENT_HEADER
+    _TRACESTATE = TRACESTATE_HEADER
 
     def extract(
         self,
@@ -321,7 +286,8 @@ class TraceContextPropagator(TextMapPropagator):
                     trace_state=trace_state,
                 )
             return set_span_in_context(NonRecordingSpan(span_context), ctx)
-        except Exception:
+        except Exception as exc:
+            internal_error("TraceContextPropagator.extract", exc)
             return ctx
 
     def inject(
@@ -338,8 +304,8 @@ class TraceContextPropagator(TextMapPropagator):
             setter.set(carrier, self._TRACEPARENT, _w3c.format_traceparent(span_context))
             if span_context.trace_state:
                 setter.set(carrier, self._TRACESTATE, span_context.trace_state.to_header())
-        except Exception:
-            return
+        except Exception as exc:
+            internal_error("TraceContextPropagator.inject", exc)
 
     @property
     def fields(self) -> set[str]:
@@ -377,5 +343,6 @@ def extract(carrier: Mapping[str, Any], context: Context | None = None) -> Conte
 
     try:
         return propagate.extract(carrier, context=context)
-    except Exception:
+    except Exception as exc:
+        internal_error("extract", exc)
         return get_current() if context is None else context

@@ -26,6 +26,8 @@ from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from kilostar_otel._guard import internal_error
+
 __all__ = ["LinkAwareSampler", "sampler_from_env", "sampler_from_name"]
 
 _RATIO_SAMPLERS: Final = {
@@ -69,12 +71,18 @@ class LinkAwareSampler(Sampler):
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
         """Sample a linked root like its linked spans; otherwise ask ``root``."""
-        if links and not get_current_span(parent_context).get_span_context().is_valid:
-            linked = [link.context for link in links if link.context.is_valid]
-            if linked:
-                if any(ctx.trace_flags.sampled for ctx in linked):
-                    return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
-                return SamplingResult(Decision.DROP, None, trace_state)
+        if links:
+            try:
+                if not get_current_span(parent_context).get_span_context().is_valid:
+                    linked = [link.context for link in links if link.context.is_valid]
+                    if linked:
+                        if any(ctx.trace_flags.sampled for ctx in linked):
+                            return SamplingResult(
+                                Decision.RECORD_AND_SAMPLE, attributes, trace_state
+                            )
+                        return SamplingResult(Decision.DROP, None, trace_state)
+            except Exception as exc:  # a malformed link: let the root sampler decide
+                internal_error("LinkAwareSampler.should_sample", exc)
         return self._root.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )

@@ -6,10 +6,8 @@ hex), and Links join it to the request span both ways, so either side opens the 
 
 from __future__ import annotations
 
-import functools
-import inspect
 import weakref
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
@@ -20,6 +18,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AttributeValue
 
+from kilostar_otel._calls import detach, wrap
 from kilostar_otel._version import __version__
 from kilostar_otel.context import _TRACE_ID_KEY, _attach, _get_current, request_id_from
 from kilostar_otel.ids import new_trace_id
@@ -63,14 +62,6 @@ def _tracer_of(provider: TracerProvider) -> Tracer:
         except TypeError:  # pragma: no cover - get() would have raised already
             pass
     return tracer
-
-
-def _detach(token: Token[Context]) -> None:
-    try:
-        token.var.reset(token)
-    except (ValueError, RuntimeError):
-        # Created in another context (e.g. a generator finalised elsewhere): nothing to undo here.
-        pass
 
 
 class _Run:
@@ -126,6 +117,9 @@ class _Run:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         span.end()
+
+    async def finish_async(self, exc: BaseException | None) -> None:
+        self.finish(exc)
 
 
 class Workflow:
@@ -192,10 +186,8 @@ class Workflow:
         self._run = self._token = None
         if run is None or token is None:
             return
-        try:
-            run.finish(exc)
-        finally:
-            _detach(token)
+        detach(token)  # first, as in every wrapped call (see kilostar_otel._calls)
+        run.finish(exc)
 
     async def __aenter__(self) -> Workflow:
         return self.__enter__()
@@ -212,126 +204,11 @@ class Workflow:
 
     def __call__(self, fn: _F) -> _F:
         name = self._name or getattr(fn, "__qualname__", None) or "workflow"
-        if inspect.isasyncgenfunction(fn):
-            return cast(_F, self._wrap_async_generator(fn, name))
-        if inspect.isgeneratorfunction(fn):
-            return cast(_F, self._wrap_generator(fn, name))
-        if inspect.iscoroutinefunction(fn):
-            return cast(_F, self._wrap_coroutine(fn, name))
-        return cast(_F, self._wrap_function(fn, name))
 
-    def _wrap_function(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            run = self._start(name)
-            token = _attach(run.context)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                run.finish(exc)
-                raise
-            finally:
-                _detach(token)
-            run.finish(None)
-            return result
+        def start(kwargs: dict[str, Any]) -> _Run:
+            return self._start(name)
 
-        return wrapper
-
-    def _wrap_coroutine(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            run = self._start(name)
-            token = _attach(run.context)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                run.finish(exc)
-                raise
-            finally:
-                _detach(token)
-            run.finish(None)
-            return result
-
-        return wrapper
-
-    def _wrap_generator(
-        self, fn: Callable[..., Generator[Any, Any, Any]], name: str
-    ) -> Callable[..., Generator[Any, Any, Any]]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            # The run starts at the first next(); the workflow context is attached only while the
-            # wrapped generator runs, never across a yield, so an early stop cannot detach wrongly.
-            gen = fn(*args, **kwargs)
-            run = self._start(name)
-            to_send: Any = None
-            to_throw: BaseException | None = None
-            while True:
-                token = _attach(run.context)
-                try:
-                    item = gen.send(to_send) if to_throw is None else gen.throw(to_throw)
-                except StopIteration as stop:
-                    run.finish(None)
-                    return stop.value
-                except BaseException as exc:
-                    run.finish(exc)
-                    raise
-                finally:
-                    _detach(token)
-                to_throw = None
-                try:
-                    to_send = yield item
-                except GeneratorExit:
-                    token = _attach(run.context)
-                    try:
-                        gen.close()
-                    finally:
-                        _detach(token)
-                        run.finish(None)
-                    raise
-                except BaseException as exc:
-                    to_throw = exc
-
-        return wrapper
-
-    def _wrap_async_generator(
-        self, fn: Callable[..., AsyncGenerator[Any, Any]], name: str
-    ) -> Callable[..., AsyncGenerator[Any, Any]]:
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            agen = fn(*args, **kwargs)
-            run = self._start(name)
-            to_send: Any = None
-            to_throw: BaseException | None = None
-            while True:
-                token = _attach(run.context)
-                try:
-                    if to_throw is None:
-                        item = await agen.asend(to_send)
-                    else:
-                        item = await agen.athrow(to_throw)
-                except StopAsyncIteration:
-                    run.finish(None)
-                    return
-                except BaseException as exc:
-                    run.finish(exc)
-                    raise
-                finally:
-                    _detach(token)
-                to_throw = None
-                try:
-                    to_send = yield item
-                except GeneratorExit:
-                    token = _attach(run.context)
-                    try:
-                        await agen.aclose()
-                    finally:
-                        _detach(token)
-                        run.finish(None)
-                    raise
-                except BaseException as exc:
-                    to_throw = exc
-
-        return wrapper
+        return cast(_F, wrap(fn, start))
 
 
 def workflow(

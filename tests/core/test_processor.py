@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kilostar_otel import KiloStarSpanProcessor, request_id_scope, trace_id_scope
 from kilostar_otel.propagation import KiloStarPropagator
-from tests.conftest import Spans
+from tests.conftest import Spans, Swallowed
 
 
 def test_every_span_started_while_bound_carries_both_ids(
@@ -76,10 +76,11 @@ class _BrokenSpan:
 
 
 @pytest.mark.parametrize("parent", [None, context.Context(), "not a context"])
-def test_on_start_never_raises(parent: object) -> None:
+def test_on_start_never_raises(parent: object, swallowed: Swallowed) -> None:
     processor = KiloStarSpanProcessor()
     with request_id_scope("req-x"), trace_id_scope("t-x"):
         processor.on_start(_BrokenSpan(), parent)  # type: ignore[arg-type]
+    assert swallowed.count("KiloStarSpanProcessor.on_start") == 1
 
 
 def test_processor_lifecycle_hooks_are_harmless() -> None:

@@ -10,7 +10,7 @@ from contextlib import aclosing
 
 import pytest
 from opentelemetry import baggage, context, trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
 from kilostar_otel import (
@@ -343,3 +343,41 @@ def test_snapshot_inside_a_workflow_names_it(spans: Spans) -> None:
     assert snap["trace_id"] == wf.trace_id
     assert snap["traceparent"].split("-")[1] == wf.trace_id
     assert snap["request_id"] == "req-s"
+
+
+class _CurrentAtEnd(SpanProcessor):
+    """Notes, for each span that ends, the span that is current at that moment."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        current = trace.get_current_span()
+        self.seen.append((span.name, getattr(current, "name", "")))
+
+
+@pytest.mark.parametrize("form", ["with", "decorator", "generator"])
+def test_the_root_ends_after_the_workflow_is_detached(form: str) -> None:
+    watcher = _CurrentAtEnd()
+    provider = TracerProvider()
+    provider.add_span_processor(watcher)
+    plan = workflow("plan", tracer_provider=provider)
+
+    @workflow("plan", tracer_provider=provider)
+    def step() -> None:
+        pass
+
+    @workflow("plan", tracer_provider=provider)
+    def steps() -> Iterator[int]:
+        yield 1
+
+    with provider.get_tracer("t").start_as_current_span("caller"):
+        if form == "with":
+            with pytest.raises(KeyError), plan:
+                raise KeyError("k")
+        elif form == "decorator":
+            step()
+        else:
+            list(steps())
+    # The caller's span is current again when the root ends (what ending triggers is the caller's).
+    assert watcher.seen == [(ROOT, "caller"), ("caller", "")]

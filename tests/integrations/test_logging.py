@@ -23,6 +23,7 @@ from kilostar_otel.integrations.logging import (
     loguru_patcher,
     structlog_processor,
 )
+from tests.conftest import Swallowed
 
 EMPTY = dict.fromkeys(FIELDS, "")
 
@@ -111,8 +112,9 @@ def test_loguru_format_never_breaks_and_explicit_bind_wins(tracer: Any) -> None:
     assert "request_id=req-default " in lines[3]
 
 
-def test_loguru_patcher_survives_a_broken_record() -> None:
+def test_loguru_patcher_survives_a_broken_record(swallowed: Swallowed) -> None:
     loguru_patcher({})  # no "extra": nothing to do, nothing raised
+    assert swallowed.count("loguru_patcher") == 1
 
 
 # -- stdlib logging ---------------------------------------------------------------------------

@@ -17,7 +17,17 @@ from kilostar_otel import new_request_id, request_id_scope, workflow
 from kilostar_otel.integrations import ray as kray
 from kilostar_otel.viewer import OtlpReceiver
 
-from .workloads import ExplodingSnapshot, Planner, Streamer, Threaded, Untraced, fails
+from .workloads import (
+    ExplodingSnapshot,
+    Planner,
+    Streamer,
+    Threaded,
+    Untraced,
+    count,
+    count_dynamic,
+    count_then_fail,
+    fails,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -153,6 +163,41 @@ def test_generator_and_async_generator_methods(
         assert span.trace_id == wf.trace_id
         assert span.parent_span_id == root_id
         assert span.attributes["kilostar.request_id"] == request_id
+
+
+def test_generator_tasks_streaming_and_dynamic(
+    ray_cluster: Any, ray_receiver: OtlpReceiver
+) -> None:
+    request_id = new_request_id()
+    with request_id_scope(request_id), workflow("generator tasks") as wf:
+        root_id = format(wf.span.get_span_context().span_id, "016x")
+        streamed = [ray.get(ref) for ref in count.remote(3)]
+        dynamic = [ray.get(ref) for ref in ray.get(count_dynamic.remote(2))]
+    assert [s["tag"] for s in streamed] == ["count-0", "count-1", "count-2"]
+    assert [s["tag"] for s in dynamic] == ["dynamic-0", "dynamic-1"]
+    for items, name in ((streamed, "ray.task count"), (dynamic, "ray.task count_dynamic")):
+        assert {(s["request_id"], s["trace_id"]) for s in items} == {(request_id, wf.trace_id)}
+        assert {s["parent_span_id"] for s in items} == {root_id}
+        assert len({s["span_id"] for s in items}) == 1  # one span for the whole call
+        span = _received(ray_receiver, items[0]["span_id"])
+        assert (span.name, span.trace_id, span.status_code) == (name, wf.trace_id, "UNSET")
+
+
+def test_a_generator_task_that_fails_mid_stream_records_it(
+    ray_cluster: Any, ray_receiver: OtlpReceiver
+) -> None:
+    with request_id_scope(new_request_id()), workflow("failing generator") as wf:
+        stream = count_then_fail.remote(2)
+        first = [ray.get(next(stream)) for _ in range(2)]
+        with pytest.raises(ray.exceptions.RayTaskError) as raised:
+            ray.get(next(stream))
+    assert isinstance(raised.value, ValueError)
+    assert [s["tag"] for s in first] == ["before-failure-0", "before-failure-1"]
+    span = _received(ray_receiver, first[0]["span_id"])
+    assert span.name == "ray.task count_then_fail"
+    assert span.trace_id == wf.trace_id
+    assert span.status_code == "ERROR"
+    assert span.status_message.startswith("ValueError")
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ from kilostar_otel import get_request_id, request_id_scope, snapshot, trace_id_s
 from kilostar_otel.context import request_id_from, trace_id_from
 from kilostar_otel.ids import is_valid_request_id
 from kilostar_otel.integrations import ray as kray
+from kilostar_otel.integrations.ray._callee import call_context, traced_callee, traced_class
+from kilostar_otel.integrations.ray._flush import Flusher
 
 from .workloads import seen
 
@@ -68,7 +70,7 @@ def caller(tracer: trace.Tracer) -> tuple[dict[str, str], str]:
 
 def test_a_call_sees_its_snapshot_and_nothing_else(caller: Any, spans: Any) -> None:
     snap, caller_span = caller
-    wrapped = kray._traced_callee(look)
+    wrapped = traced_callee(look)
     with request_id_scope("req-worker-leftover"):
         got = wrapped("x", _kilostar_ctx=snap)
         bare = wrapped("y")
@@ -88,7 +90,7 @@ def test_a_call_sees_its_snapshot_and_nothing_else(caller: Any, spans: Any) -> N
 
 async def test_a_coroutine_call_sees_its_snapshot(caller: Any) -> None:
     snap, caller_span = caller
-    got = await kray._traced_callee(look_async)(_kilostar_ctx=snap)
+    got = await traced_callee(look_async)(_kilostar_ctx=snap)
     assert (got["request_id"], got["trace_id"], got["parent_span_id"]) == (
         "req-caller",
         TRACE,
@@ -99,7 +101,7 @@ async def test_a_coroutine_call_sees_its_snapshot(caller: Any) -> None:
 
 def test_a_generator_call_applies_its_snapshot_only_while_it_runs(caller: Any, spans: Any) -> None:
     snap, caller_span = caller
-    gen = kray._traced_callee(look_many)(3, _kilostar_ctx=snap)
+    gen = traced_callee(look_many)(3, _kilostar_ctx=snap)
     first = next(gen)
     assert get_request_id() == ""  # between items the consumer's context is its own
     second = next(gen)
@@ -112,7 +114,7 @@ def test_a_generator_call_applies_its_snapshot_only_while_it_runs(caller: Any, s
 
 async def test_an_async_generator_call_applies_its_snapshot(caller: Any, spans: Any) -> None:
     snap, _ = caller
-    items = [item async for item in kray._traced_callee(look_many_async)(2, _kilostar_ctx=snap)]
+    items = [item async for item in traced_callee(look_many_async)(2, _kilostar_ctx=snap)]
     assert [(i["tag"], i["request_id"]) for i in items] == [
         ("agen-0", "req-caller"),
         ("agen-1", "req-caller"),
@@ -123,7 +125,7 @@ async def test_an_async_generator_call_applies_its_snapshot(caller: Any, spans: 
 def test_an_exception_is_recorded_and_raised(caller: Any, spans: Any) -> None:
     snap, _ = caller
     with pytest.raises(ValueError, match="callee failed"):
-        kray._traced_callee(fail)(_kilostar_ctx=snap)
+        traced_callee(fail)(_kilostar_ctx=snap)
     span = spans.named("ray.task fail")
     assert span.status.status_code == trace.StatusCode.ERROR
     assert [e.name for e in span.events] == ["exception"]
@@ -137,7 +139,7 @@ def test_signatures_let_ray_check_the_call_with_the_snapshot_keyword() -> None:
         (look_many, ["_kilostar_ctx", "_ray_trace_ctx"]),
         (look_many_async, ["_kilostar_ctx", "_ray_trace_ctx"]),
     ):
-        wrapped = kray._traced_callee(fn)
+        wrapped = traced_callee(fn)
         params = list(inspect.signature(wrapped).parameters.values())
         original = list(inspect.signature(fn).parameters)
         assert [p.name for p in params] == original + extra
@@ -146,7 +148,7 @@ def test_signatures_let_ray_check_the_call_with_the_snapshot_keyword() -> None:
         assert inspect.isasyncgenfunction(wrapped) == inspect.isasyncgenfunction(fn)
         assert inspect.isgeneratorfunction(wrapped) == inspect.isgeneratorfunction(fn)
         assert inspect.iscoroutinefunction(wrapped) == inspect.iscoroutinefunction(fn)
-    signature = extract_signature(kray._traced_callee(look))
+    signature = extract_signature(traced_callee(look))
     flatten_args(signature, ["tag"], {"_kilostar_ctx": {"request_id": "r"}})
     with pytest.raises(TypeError):
         flatten_args(signature, ["tag", "extra"], {})  # Ray still rejects a wrong call
@@ -173,7 +175,7 @@ def test_classes_get_traced_public_methods_and_keep_ray_options() -> None:
         def make(cls) -> str:
             return cls.__name__
 
-    traced = kray._traced_class(Actor)
+    traced = traced_class(Actor)
     assert issubclass(traced, Actor)
     assert traced.__name__ == "Actor"
     assert traced.__qualname__ == Actor.__qualname__
@@ -220,7 +222,7 @@ _snapshots = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(snap=_snapshots, carrier=st.one_of(st.none(), st.dictionaries(st.text(), _field)))
 def test_any_snapshot_gives_a_context_with_only_valid_ids(snap: Any, carrier: Any) -> None:
-    ctx, nested = kray._call_context(snap, carrier)
+    ctx, nested = call_context(snap, carrier)
     request_id = request_id_from(ctx)
     assert request_id == "" or is_valid_request_id(request_id)
     assert trace_id_from(ctx) == "" or is_valid_request_id(trace_id_from(ctx))
@@ -264,7 +266,7 @@ def test_the_flusher_never_waits_longer_than_its_timeout() -> None:
         calls.append(1)
         release.wait(30)
 
-    flusher = kray._Flusher(export)
+    flusher = Flusher(export)
     assert flusher.flush(0.2) is False  # the exporter hangs: the call gives up
     assert flusher.flush(0.05) is False  # still hanging: no second export queued behind it
     assert calls == [1]
@@ -297,8 +299,8 @@ def test_start_local_cluster_refuses_after_ray_was_imported_for_all_interfaces(
 def test_a_traced_call_outside_ray_never_starts_ray() -> None:
     code = (
         "import ray\n"
-        "from kilostar_otel.integrations.ray import _traced_callee\n"
-        "print(_traced_callee(lambda: 7)(_kilostar_ctx={'request_id': 'req-1'}))\n"
+        "from kilostar_otel.integrations.ray._callee import traced_callee\n"
+        "print(traced_callee(lambda: 7)(_kilostar_ctx={'request_id': 'req-1'}))\n"
         "print('initialized:', ray.is_initialized())\n"
     )
     result = subprocess.run(

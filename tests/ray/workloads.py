@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -56,6 +57,31 @@ def step_b(planner: Any, x: int) -> dict[str, Any]:
 @kray.remote
 def fails() -> None:
     raise ValueError("step failed on purpose")
+
+
+@kray.remote
+def count(n: int) -> Iterator[dict[str, Any]]:
+    """A generator task: Ray streams it (``num_returns="streaming"``)."""
+    for i in range(n):
+        yield seen(f"count-{i}")
+
+
+with warnings.catch_warnings():
+    # Deprecated in favour of "streaming", but still supported: the wrapper must keep working.
+    warnings.filterwarnings("ignore", message="num_returns='dynamic' is deprecated")
+
+    @kray.remote(num_returns="dynamic")
+    def count_dynamic(n: int) -> Iterator[dict[str, Any]]:
+        """A generator task with Ray's older dynamic returns: one ref to all the items' refs."""
+        for i in range(n):
+            yield seen(f"dynamic-{i}")
+
+
+@kray.remote
+def count_then_fail(n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield seen(f"before-failure-{i}")
+    raise ValueError("generator task failed on purpose")
 
 
 @kray.remote

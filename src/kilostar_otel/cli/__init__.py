@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from kilostar_otel._names import DISTRIBUTION_NAME
 from kilostar_otel._version import __version__
 
 __all__ = ["build_parser", "main", "parse_args"]
@@ -71,7 +72,7 @@ def _otlp_url(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kilostar-otel`` (also used by the tests and the docs)."""
     parser = _Parser(
-        prog="kilostar-otel",
+        prog=DISTRIBUTION_NAME,
         description=(
             "KiloStar request and workflow ids as OpenTelemetry traces. "
             "Start with 'kilostar-otel demo'."

@@ -52,7 +52,7 @@ _NEEDS = (
 
 
 @dataclass(frozen=True)
-class Call:
+class _Call:
     """One request the demo sends, and what came back."""
 
     method: str
@@ -64,10 +64,10 @@ class Call:
 
 
 _CALLS = (
-    Call("GET", "/hello", "demo-hello-1"),
-    Call("GET", "/hello", None),
-    Call("POST", "/plan", "demo-plan-1"),
-    Call("GET", "/fail", "demo-fail-1"),
+    _Call("GET", "/hello", "demo-hello-1"),
+    _Call("GET", "/hello", None),
+    _Call("POST", "/plan", "demo-plan-1"),
+    _Call("GET", "/fail", "demo-fail-1"),
 )
 
 
@@ -188,11 +188,11 @@ class _Server:
         self._socket.close()
 
 
-async def _send(url: str) -> list[Call]:
+async def _send(url: str) -> list[_Call]:
     import httpx
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    results: list[Call] = []
+    results: list[_Call] = []
     async with httpx.AsyncClient(base_url=url, timeout=15) as client:
         HTTPXClientInstrumentor.instrument_client(client)
         for call in _CALLS:
@@ -204,7 +204,7 @@ async def _send(url: str) -> list[Call]:
                     response = await client.request(call.method, call.path)
             body = response.json()
             results.append(
-                Call(
+                _Call(
                     call.method,
                     call.path,
                     call.sent_request_id,
@@ -264,7 +264,7 @@ class _CheckedExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
-def _print_calls(calls: list[Call], out: IO[str]) -> None:
+def _print_calls(calls: list[_Call], out: IO[str]) -> None:
     for call in calls:
         line = f"  {call.method:<4} {call.path:<6} {call.status}  request_id={call.request_id}"
         if call.trace_id:
@@ -373,7 +373,7 @@ def _start_ray(
     return _make_ray_step()
 
 
-def _print_remote_hint(calls: list[Call], delivered: int, where: str, out: IO[str]) -> None:
+def _print_remote_hint(calls: list[_Call], delivered: int, where: str, out: IO[str]) -> None:
     plan = next(c for c in calls if c.trace_id)
     print(
         f"\n{delivered} spans delivered to {where}."
@@ -383,7 +383,7 @@ def _print_remote_hint(calls: list[Call], delivered: int, where: str, out: IO[st
     )
 
 
-def _show(receiver: Any, calls: list[Call], args: argparse.Namespace, out: IO[str]) -> int:
+def _show(receiver: Any, calls: list[_Call], args: argparse.Namespace, out: IO[str]) -> int:
     from kilostar_otel.viewer.otlp_json import OtlpJsonLinesWriter
     from kilostar_otel.viewer.tree import build_groups, make_console, render_groups
 

@@ -13,25 +13,26 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import Context
 
 from kilostar_otel import _w3c
-from kilostar_otel.context import BAGGAGE_KEY
+from kilostar_otel._headers import OWS, is_token, one_value
+from kilostar_otel._internals import BAGGAGE_KEY as OTEL_BAGGAGE_KEY
+from kilostar_otel._names import REQUEST_ID_BAGGAGE
 from kilostar_otel.ids import is_valid_request_id, new_request_id
 
 __all__ = [
+    "PLAIN_VALUE_PATTERN",
     "RequestIdPolicy",
     "allowlist_from",
     "baggage_with_request_id",
     "context_with_allowed_baggage",
 ]
 
-_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Whatever a custom validator says, an id must be visible ASCII to reach a header or a log line.
 _HEADER_SAFE_RE: Final = re.compile(r"[\x21-\x7e]{1,1024}")
-# Ids that need no percent-encoding as a baggage value (the default policy minus '+').
-_PLAIN_VALUE_RE: Final = re.compile(r"[A-Za-z0-9\-_.:/=@]+")
+#: Ids that need no percent-encoding as a baggage value (the default policy minus '+').
+PLAIN_VALUE_PATTERN: Final = re.compile(r"[A-Za-z0-9\-_.:/=@]+")
 
 
 class RequestIdPolicy:
@@ -53,7 +54,7 @@ class RequestIdPolicy:
         validator: Callable[[str], bool],
         trust_incoming: bool,
     ) -> None:
-        if type(header_name) is not str or _TOKEN_RE.fullmatch(header_name) is None:
+        if not is_token(header_name):
             raise ValueError(f"header_name must be an HTTP header name, not {header_name!r}")
         if not callable(generator) or not callable(validator):
             raise TypeError("generator and validator must be callables")
@@ -84,17 +85,14 @@ class RequestIdPolicy:
         """The trusted incoming id: the header's single valid value, else valid baggage."""
         if not self.trust_incoming:
             return None
-        if type(header_lines) is list and len(header_lines) == 1 and "," not in header_lines[0]:
-            value: str | None = header_lines[0].strip(" \t")  # _single() of the usual one line
-        else:
-            value = _single(header_lines)
+        value = one_value(header_lines)
         if value is not None and self.accepts(value):
             return value
         if not baggage_lines:
             return None
-        lines = [line for line in baggage_lines if BAGGAGE_KEY in line]
+        lines = [line for line in baggage_lines if REQUEST_ID_BAGGAGE in line]
         if lines:
-            value = _w3c.baggage_value(",".join(lines), BAGGAGE_KEY)
+            value = _w3c.baggage_value(",".join(lines), REQUEST_ID_BAGGAGE)
             if value is not None and self.accepts(value):
                 return value
         return None
@@ -120,23 +118,6 @@ class RequestIdPolicy:
         return self.incoming(header_lines, baggage_lines) or self.generate()
 
 
-def _single(lines: Iterable[str]) -> str | None:
-    """The one value of a header that may come as several lines or comma-joined values.
-
-    Repeats of the same value count once; values that disagree are ambiguous, hence absent. A comma
-    is never part of a valid id, so splitting on it cannot cut a valid one in two.
-    """
-    found: str | None = None
-    for line in lines:
-        for part in line.split(","):
-            value = part.strip(" \t")
-            if found is None:
-                found = value
-            elif value != found:
-                return None
-    return found
-
-
 def allowlist_from(keys: Iterable[str] | None) -> frozenset[str] | None:
     """Validate a ``baggage_allowlist`` option: None (keep every entry) or a collection of keys."""
     if keys is None:
@@ -151,11 +132,11 @@ def allowlist_from(keys: Iterable[str] | None) -> frozenset[str] | None:
 
 def context_with_allowed_baggage(ctx: Context, allowed: frozenset[str] | None) -> Context:
     """``ctx`` without the baggage entries whose key is not in ``allowed`` (None keeps all)."""
-    bag = ctx.get(_BAGGAGE_KEY)
+    bag = ctx.get(OTEL_BAGGAGE_KEY)
     if allowed is None or not bag or type(bag) is not dict:
         return ctx
     kept = {key: value for key, value in bag.items() if key in allowed}
-    return ctx if len(kept) == len(bag) else Context({**ctx, _BAGGAGE_KEY: kept})
+    return ctx if len(kept) == len(bag) else Context({**ctx, OTEL_BAGGAGE_KEY: kept})
 
 
 def baggage_with_request_id(
@@ -170,18 +151,22 @@ def baggage_with_request_id(
     """
     members = []
     for line in baggage_lines:
-        if allowed is None and BAGGAGE_KEY not in line:
-            if line.strip(" \t"):
+        if allowed is None and REQUEST_ID_BAGGAGE not in line:
+            if line.strip(OWS):
                 members.append(line)
             continue
         for member in line.split(","):
-            key = member.split(";", 1)[0].partition("=")[0].strip(" \t")
-            if key != BAGGAGE_KEY and member.strip(" \t") and (allowed is None or key in allowed):
+            key = member.split(";", 1)[0].partition("=")[0].strip(OWS)
+            if (
+                key != REQUEST_ID_BAGGAGE
+                and member.strip(OWS)
+                and (allowed is None or key in allowed)
+            ):
                 members.append(member)
-    if _PLAIN_VALUE_RE.fullmatch(request_id) is not None:
-        ours = f"{BAGGAGE_KEY}={request_id}"
+    if PLAIN_VALUE_PATTERN.fullmatch(request_id) is not None:
+        ours = f"{REQUEST_ID_BAGGAGE}={request_id}"
     else:
-        ours = _w3c.format_baggage({BAGGAGE_KEY: request_id})
+        ours = _w3c.format_baggage({REQUEST_ID_BAGGAGE: request_id})
     header = ",".join([*members, ours])
     if len(header) <= _w3c.BAGGAGE_MAX_BYTES and header.count(",") < _w3c.BAGGAGE_MAX_MEMBERS:
         return header
@@ -198,7 +183,7 @@ def _fit(members: list[str], ours: str) -> str:
     length = len(ours)
     for line in members:
         for member in line.split(","):
-            if not member.strip(" \t"):
+            if not member.strip(OWS):
                 continue
             length += len(member) + 1
             if len(kept) >= _w3c.BAGGAGE_MAX_MEMBERS - 1 or length > _w3c.BAGGAGE_MAX_BYTES:

@@ -14,12 +14,19 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
 from opentelemetry.trace import Span
-from opentelemetry.trace.propagation import _SPAN_KEY
 
-from kilostar_otel.context import _attach, _get_current, _reset_var, context_with_request_id
+from kilostar_otel._guard import internal_error
+from kilostar_otel._idcontext import context_with_request_id
+from kilostar_otel._internals import SPAN_KEY, attach_context, current_context, reset_context
+from kilostar_otel._names import (
+    BAGGAGE_HEADER,
+    REQUEST_ID_ATTRIBUTE,
+    REQUEST_ID_BAGGAGE,
+    REQUEST_ID_HEADER_NAME,
+)
 from kilostar_otel.ids import is_valid_request_id, new_request_id
 from kilostar_otel.integrations._policy import (
-    _PLAIN_VALUE_RE,
+    PLAIN_VALUE_PATTERN,
     RequestIdPolicy,
     allowlist_from,
     baggage_with_request_id,
@@ -34,14 +41,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_ATTRIBUTE: Final = "kilostar.request_id"
-_BAGGAGE: Final = b"baggage"
+_BAGGAGE: Final = BAGGAGE_HEADER.encode("ascii")
 # Messages that open a response (and carry its headers).
 _STARTS: Final = frozenset(
     {"http.response.start", "websocket.accept", "websocket.http.response.start"}
 )
 _ERROR_BODY: Final = b"Internal Server Error"
-_PLAIN_BAGGAGE_PREFIX: Final = b"kilostar.request_id="
+_PLAIN_BAGGAGE_PREFIX: Final = f"{REQUEST_ID_BAGGAGE}=".encode("ascii")
 
 
 class RequestIdMiddleware:
@@ -76,7 +82,7 @@ class RequestIdMiddleware:
         self,
         app: ASGIApp,
         *,
-        header_name: str = "X-Request-Id",
+        header_name: str = REQUEST_ID_HEADER_NAME,
         generator: Callable[[], str] = new_request_id,
         validator: Callable[[str], bool] = is_valid_request_id,
         trust_incoming: bool = True,
@@ -118,18 +124,22 @@ class RequestIdMiddleware:
         encoded = request_id.encode("ascii")
 
         allowed = self._allowed
-        current = _get_current()
+        current = current_context()
         if allowed is not None:
             current = context_with_allowed_baggage(current, allowed)
         ctx = context_with_request_id(current, request_id)
-        span = ctx.get(_SPAN_KEY)
+        span = ctx.get(SPAN_KEY)
         if span is not None and isinstance(span, Span) and span.is_recording():
             # An instrumentation outside us started the server span from the raw headers.
-            span.set_attribute(_ATTRIBUTE, request_id)
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
         if rewrite:
             # The app (and any instrumentation inside us) sees the chosen id, in both places.
             others.append((name, encoded))
-            if baggage_lines or allowed is not None or not _PLAIN_VALUE_RE.fullmatch(request_id):
+            if (
+                baggage_lines
+                or allowed is not None
+                or not PLAIN_VALUE_PATTERN.fullmatch(request_id)
+            ):
                 baggage = baggage_with_request_id(baggage_lines, request_id, allowed).encode(
                     "latin-1"
                 )
@@ -149,7 +159,7 @@ class RequestIdMiddleware:
                     message = _with_header(message, name, encoded)
             await send(message)
 
-        token = _attach(ctx)
+        token = attach_context(ctx)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -158,7 +168,7 @@ class RequestIdMiddleware:
             raise
         finally:
             try:
-                _reset_var(token)
+                reset_context(token)
             except ValueError:  # pragma: no cover - only if the app switched contexts under us
                 pass
 
@@ -199,5 +209,5 @@ async def _send_error(send: Send, name: bytes, value: bytes) -> None:
             }
         )
         await send({"type": "http.response.body", "body": _ERROR_BODY})
-    except Exception:  # noqa: S110 - the client is gone; the app's exception is what matters
-        pass
+    except Exception as exc:  # the client is gone; the app's exception is what matters
+        internal_error("RequestIdMiddleware (ASGI) error response", exc)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from kilostar_otel._guard import internal_error
 from kilostar_otel.propagation import default_propagator
 
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ def _inject(request: httpx.Request, propagator: TextMapPropagator | None) -> Non
     try:
         # The default setter assigns ``headers[key] = value``: it replaces a value the caller set.
         (propagator or _default()).inject(request.headers)
-    except Exception:
-        return  # a hook must never break the user's request
+    except Exception as exc:  # a hook must never break the user's request
+        internal_error("httpx request hook", exc)
 
 
 def inject_hook(request: httpx.Request) -> None:

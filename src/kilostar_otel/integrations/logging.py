@@ -12,9 +12,11 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, Final
 
 from opentelemetry import trace
-from opentelemetry.context import get_current
 
-from kilostar_otel.context import request_id_from, trace_id_from
+from kilostar_otel._guard import internal_error
+from kilostar_otel._idcontext import request_id_from, trace_id_from
+from kilostar_otel._internals import current_context
+from kilostar_otel._internals import loguru_patcher as configured_patcher
 
 __all__ = [
     "FIELDS",
@@ -46,7 +48,7 @@ LOGURU_FORMAT: Final = (
 
 def log_fields() -> dict[str, str]:
     """The four fields for the current context (``""`` for each one that is unbound)."""
-    ctx = get_current()
+    ctx = current_context()
     span_context = trace.get_current_span(ctx).get_span_context()
     if span_context.is_valid:
         otel_trace_id = format(span_context.trace_id, "032x")
@@ -74,8 +76,8 @@ def loguru_patcher(record: Any) -> None:
     """Loguru patcher: fills ``record["extra"]`` (``logger.configure(patcher=loguru_patcher)``)."""
     try:
         _fill(record["extra"])
-    except Exception:
-        return
+    except Exception as exc:
+        internal_error("loguru_patcher", exc)
 
 
 def install_loguru(logger: Any = None) -> Callable[[], None]:
@@ -88,8 +90,7 @@ def install_loguru(logger: Any = None) -> Callable[[], None]:
     if logger is None:
         from loguru import logger
 
-    # loguru has no public getter for the configured patcher; it lives on the shared core.
-    previous = getattr(getattr(logger, "_core", None), "patcher", None)
+    previous = configured_patcher(logger)
     if getattr(previous, "_kilostar_patcher", False) or previous is loguru_patcher:
         return lambda: None
     if previous is None:
@@ -131,7 +132,8 @@ class RequestIdFilter(logging.Filter):
             for key, value in log_fields().items():
                 if not getattr(record, key, None):
                     setattr(record, key, value)
-        except Exception:
+        except Exception as exc:
+            internal_error("RequestIdFilter.filter", exc)
             for key in FIELDS:
                 if not hasattr(record, key):
                     setattr(record, key, "")
@@ -147,7 +149,8 @@ def structlog_processor(
     """structlog processor adding the four fields (put it before the renderer)."""
     try:
         _fill(event_dict)
-    except Exception:
+    except Exception as exc:
+        internal_error("structlog_processor", exc)
         for key in FIELDS:
             event_dict.setdefault(key, "")
     return event_dict

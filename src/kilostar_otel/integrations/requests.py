@@ -17,6 +17,7 @@ import requests
 from opentelemetry.propagators.textmap import TextMapPropagator
 from requests.adapters import HTTPAdapter
 
+from kilostar_otel._guard import internal_error
 from kilostar_otel.propagation import default_propagator
 
 __all__ = ["KiloStarAdapter", "Session", "inject_headers"]
@@ -37,8 +38,8 @@ def inject_headers(
     """Write the propagation headers of the current context into ``request``; never raises."""
     try:
         (propagator or _default()).inject(request.headers)
-    except Exception:
-        return
+    except Exception as exc:
+        internal_error("requests inject_headers", exc)
 
 
 class KiloStarAdapter(HTTPAdapter):

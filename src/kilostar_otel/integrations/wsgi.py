@@ -18,10 +18,12 @@ from types import TracebackType
 from typing import Any, Final
 
 from opentelemetry import trace
-from opentelemetry.context import Context, attach, get_current
+from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 
-from kilostar_otel.context import context_with_request_id
+from kilostar_otel._idcontext import context_with_request_id
+from kilostar_otel._internals import attach_context, current_context, reset_context
+from kilostar_otel._names import REQUEST_ID_ATTRIBUTE, REQUEST_ID_HEADER_NAME
 from kilostar_otel.ids import is_valid_request_id, new_request_id
 from kilostar_otel.integrations._policy import (
     RequestIdPolicy,
@@ -36,14 +38,13 @@ _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-_ATTRIBUTE: Final = "kilostar.request_id"
 _ERROR_BODY: Final = b"Internal Server Error"
 _log = logging.getLogger(__name__)
 
 
 def _reset(token: Token[Context]) -> None:
     try:
-        token.var.reset(token)
+        reset_context(token)
     except ValueError:
         pass  # closed from another thread or context: that one never saw our attach
 
@@ -63,7 +64,7 @@ class RequestIdMiddleware:
         self,
         app: WSGIApp,
         *,
-        header_name: str = "X-Request-Id",
+        header_name: str = REQUEST_ID_HEADER_NAME,
         generator: Callable[[], str] = new_request_id,
         validator: Callable[[str], bool] = is_valid_request_id,
         trust_incoming: bool = True,
@@ -88,11 +89,11 @@ class RequestIdMiddleware:
 
         allowed = self._allowed
         ctx = context_with_request_id(
-            context_with_allowed_baggage(get_current(), allowed), request_id
+            context_with_allowed_baggage(current_context(), allowed), request_id
         )
         span = trace.get_current_span(ctx)
         if span.is_recording():
-            span.set_attribute(_ATTRIBUTE, request_id)
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
         if self._update:
             environ[self._environ_key] = request_id
             environ["HTTP_BAGGAGE"] = baggage_with_request_id(baggage_lines, request_id, allowed)
@@ -110,7 +111,7 @@ class RequestIdMiddleware:
                 headers.append((name, request_id))
             return start_response(status, headers, exc_info)
 
-        token = attach(ctx)
+        token = attach_context(ctx)
         try:
             body = self.app(environ, start_with_id)
         except Exception as exc:
@@ -164,9 +165,9 @@ class _BoundBody:
     def __next__(self) -> bytes:
         if self._iterator is None:
             self._iterator = iter(self._body)
-        if get_current() is self._ctx:
+        if current_context() is self._ctx:
             return next(self._iterator)
-        token = attach(self._ctx)
+        token = attach_context(self._ctx)
         try:
             return next(self._iterator)
         finally:
@@ -176,10 +177,10 @@ class _BoundBody:
         close = getattr(self._body, "close", None)
         try:
             if close is not None:
-                if get_current() is self._ctx:
+                if current_context() is self._ctx:
                     close()
                 else:
-                    token = attach(self._ctx)
+                    token = attach_context(self._ctx)
                     try:
                         close()
                     finally:

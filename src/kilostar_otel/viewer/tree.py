@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlsplit
 
-from kilostar_otel.processor import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
-from kilostar_otel.workflow import WORKFLOW_NAME_ATTRIBUTE, WORKFLOW_STARTED_EVENT
+from kilostar_otel._names import (
+    REQUEST_ID_ATTRIBUTE,
+    TRACE_ID_ATTRIBUTE,
+    WORKFLOW_NAME_ATTRIBUTE,
+    WORKFLOW_STARTED_EVENT,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -30,6 +34,7 @@ __all__ = [
     "TraceGrouper",
     "TraceView",
     "build_groups",
+    "format_duration",
     "make_console",
     "render_groups",
     "render_text",

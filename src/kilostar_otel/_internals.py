@@ -1,0 +1,483 @@
+"""Every use of an OpenTelemetry, loguru or Ray internal, fenced behind a named function.
+
+Each entry says which versions it was verified on and what it falls back to (always a public
+API) when the internal is missing or shaped differently. ``FAST_PATHS`` lists, for each entry, the
+check that its fast path is live on the installed versions; the test suite asserts all of them,
+so an upgrade that silently falls back to the slow path fails a test instead of a benchmark.
+
+Nothing outside this module imports a private name of those libraries.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import baggage, trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context, attach, get_current
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import TraceState
+
+if TYPE_CHECKING:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._configuration import _OTelSDKConfigurator as SDKConfigurator
+
+__all__ = [
+    "BAGGAGE_KEY",
+    "FAST_PATHS",
+    "SPAN_KEY",
+    "SDKConfigurator",
+    "attach_context",
+    "attribute_items",
+    "batch_queue",
+    "batch_stopped",
+    "bounded_list_items",
+    "checked_trace_state",
+    "current_context",
+    "finished_span_fields",
+    "grpc_exporter_with_encoder",
+    "loguru_patcher",
+    "ray_constants_module",
+    "ray_in_worker",
+    "ray_tracing_hook_enabled",
+    "reset_context",
+    "runtime_context_var",
+    "shutdown_batch",
+    "span_processors_of",
+    "stamp_attribute",
+    "writable_attributes",
+]
+
+# --- the OpenTelemetry context -----------------------------------------------------------------
+
+
+def _only_key(ctx: Context) -> str:
+    (key,) = ctx.keys()
+    return key
+
+
+#: The context key OpenTelemetry's baggage API keeps its ``dict`` of entries under. Found through
+#: the public API (``set_baggage`` on an empty context), so no private import: verified on
+#: opentelemetry-api 1.27-1.45 (``opentelemetry.baggage._BAGGAGE_KEY``, a plain ``dict`` value).
+BAGGAGE_KEY: Final = _only_key(baggage.set_baggage("k", "v", Context()))
+#: The context key of the current span, found the same way (``_SPAN_KEY`` upstream).
+SPAN_KEY: Final = _only_key(trace.set_span_in_context(trace.INVALID_SPAN, Context()))
+
+
+def runtime_context_var() -> contextvars.ContextVar[Context] | None:
+    """The ``ContextVar`` behind OTel's default runtime context, or None for another runtime.
+
+    Verified on opentelemetry-api 1.27-1.45 (``_RUNTIME_CONTEXT._current_context`` of a
+    ``ContextVarsRuntimeContext``). Fallback: None, and callers use ``get_current``/``attach``.
+    """
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    except ImportError:  # pragma: no cover - a future API without them
+        return None
+    if type(_RUNTIME_CONTEXT) is not ContextVarsRuntimeContext:
+        return None  # OTEL_PYTHON_CONTEXT names another runtime context
+    var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
+    return var if isinstance(var, contextvars.ContextVar) else None
+
+
+def _reset_by_token(token: contextvars.Token[Context]) -> None:
+    token.var.reset(token)
+
+
+# Picked once (as structlog's _make_stamper picks its stamper): the ContextVar's own methods, one
+# C call each, instead of get_current()/attach() (two Python calls each) on every bind and span.
+_VAR = runtime_context_var()
+#: ``get_current()``: the current OTel context.
+current_context: Final[Callable[[], Context]] = get_current if _VAR is None else _VAR.get
+#: ``attach(ctx)``: make ``ctx`` current; returns the token for :func:`reset_context`.
+attach_context: Final[Callable[[Context], contextvars.Token[Context]]] = (
+    attach if _VAR is None else _VAR.set
+)
+#: Undo one :func:`attach_context`. Unlike ``opentelemetry.context.detach`` it raises
+#: ``ValueError`` for a token of another context and ``RuntimeError`` on reuse (as the seed did).
+reset_context: Final[Callable[[contextvars.Token[Context]], None]] = (
+    _reset_by_token if _VAR is None else _VAR.reset
+)
+
+# --- SDK spans ---------------------------------------------------------------------------------
+
+
+def writable_attributes(span: object, room: int) -> dict[str, Any] | None:
+    """The SDK span's own attribute dict, when writing ``room`` new string values into it stores
+    exactly what ``set_attribute`` would; else None (use ``set_attribute``).
+
+    For a span that has just started and is not shared yet: no value-length limit, not frozen,
+    room left under the attribute-count limit. Verified on opentelemetry-sdk 1.27-1.45
+    (``Span._attributes``, a ``BoundedAttributes`` with ``_dict`` and ``_immutable``).
+    Fallback: None.
+    """
+    attributes = getattr(span, "_attributes", None)
+    if (
+        type(attributes) is BoundedAttributes
+        and attributes.max_value_len is None
+        and not attributes._immutable
+        and (attributes.maxlen is None or len(attributes._dict) + room <= attributes.maxlen)
+    ):
+        return attributes._dict
+    return None
+
+
+def stamp_attribute(span: object, key: str, value: str) -> None:
+    """Set a string attribute on a span that has just started and is not shared yet.
+
+    Written straight into the SDK's attribute dict when :func:`writable_attributes` allows it and
+    the key is new. Verified on opentelemetry-sdk 1.27-1.45 (as :func:`writable_attributes`).
+    Fallback: ``span.set_attribute(key, value)``.
+    """
+    values = writable_attributes(span, 1)
+    if values is not None and key not in values:
+        values[key] = value
+    else:
+        span.set_attribute(key, value)  # type: ignore[attr-defined]
+
+
+def attribute_items(attributes: Any) -> Iterable[tuple[str, Any]]:
+    """The items of a finished span's attributes, without the SDK's per-read copy and lock.
+
+    Verified on opentelemetry-sdk 1.27-1.45 (``BoundedAttributes._dict``). Fallback: ``items()``.
+    """
+    if type(attributes) is BoundedAttributes:
+        return attributes._dict.items()
+    return attributes.items()  # type: ignore[no-any-return]
+
+
+def bounded_list_items(items: Any) -> Iterable[Any]:
+    """The elements of a finished span's events or links, without the SDK's copy under a lock.
+
+    Verified on opentelemetry-sdk 1.27-1.45 (``BoundedList._dq``). Fallback: the list itself.
+    """
+    if type(items) is BoundedList:
+        dq = getattr(items, "_dq", None)
+        if type(dq) is deque:
+            return dq
+    return items  # type: ignore[no-any-return]
+
+
+def finished_span_fields(span: Any) -> tuple[Any, ...]:
+    """``(context, parent, name, kind, start, end, status, attributes, events, links)``.
+
+    For the SDK's ``ReadableSpan`` read straight from its fields (its properties copy the events
+    and links and wrap the attributes). Verified on opentelemetry-sdk 1.27-1.45. Fallback: the
+    public properties.
+    """
+    if type(span) is ReadableSpan:
+        raw: Any = span
+        return (
+            raw._context,
+            raw._parent,
+            raw._name,
+            raw._kind,
+            raw._start_time,
+            raw._end_time,
+            raw._status,
+            raw._attributes,
+            raw._events,
+            raw._links,
+        )
+    return (
+        span.context,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.status,
+        span.attributes,
+        span.events,
+        span.links,
+    )
+
+
+class _CheckedTraceState(TraceState):
+    """A :class:`TraceState` of members already checked against the level-2 grammar."""
+
+    def __init__(self, entries: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self._dict = dict(entries)
+
+
+def checked_trace_state(entries: Sequence[tuple[str, str]]) -> TraceState:
+    """A ``TraceState`` holding ``entries`` as they are (already checked by the caller).
+
+    OpenTelemetry's constructor re-checks keys with the level-1 grammar and would silently drop
+    valid level-2 keys (``a@b@c``, ``1abc``). Verified on opentelemetry-api 1.27-1.45
+    (``TraceState._dict``). Mutations (``add``/``update``/``delete``) return OTel's own class.
+    Fallback: ``TraceState(entries)`` (level-2-only keys are dropped).
+    """
+    state = _CheckedTraceState(entries)
+    if dict(state.items()) == dict(entries):
+        return state
+    return TraceState(list(entries))  # pragma: no cover - TraceState no longer keeps _dict
+
+
+def grpc_exporter_with_encoder(
+    encode: Callable[[Sequence[Any]], bytes], unsupported: type[Exception]
+) -> type[OTLPSpanExporter]:
+    """The SDK's OTLP/gRPC span exporter with its span encoding replaced by ``encode``.
+
+    ``encode`` returns a serialized ``ExportTraceServiceRequest``; a batch it raises
+    ``unsupported`` for goes through the SDK's own encoding. Verified on
+    opentelemetry-exporter-otlp-proto-grpc 1.27-1.45 (the exporter's ``_translate_data`` step).
+    Fallback: none needed; if the step is renamed the SDK's encoding simply runs.
+    """
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    class FastOTLPSpanExporter(OTLPSpanExporter):
+        """``OTLPSpanExporter`` with the fast encoder."""
+
+        def _translate_data(self, data: Sequence[Any]) -> ExportTraceServiceRequest:
+            try:
+                return ExportTraceServiceRequest.FromString(encode(data))
+            except unsupported:
+                return super()._translate_data(data)
+
+    return FastOTLPSpanExporter
+
+
+# --- SDK span processors and providers ---------------------------------------------------------
+
+
+def batch_queue(batch: object) -> tuple[object, deque[Any] | None]:
+    """The object holding a ``BatchSpanProcessor``'s queue, and that queue (a bounded deque).
+
+    Verified on opentelemetry-sdk 1.27-1.45: ``_batch_processor._queue`` since 1.3x, ``queue`` on
+    the processor itself before. Fallback: ``(batch, None)`` (drops cannot be counted).
+    """
+    inner = getattr(batch, "_batch_processor", batch)
+    queue = getattr(inner, "_queue", None)
+    if queue is None:
+        queue = getattr(inner, "queue", None)
+    return inner, queue if isinstance(queue, deque) else None
+
+
+def batch_stopped(inner: object) -> bool:
+    """True when the batch processor returned by :func:`batch_queue` has shut down.
+
+    Verified on opentelemetry-sdk 1.27-1.45 (``_shutdown``; ``done`` before). Fallback: False.
+    """
+    return bool(getattr(inner, "_shutdown", False) or getattr(inner, "done", False))
+
+
+def shutdown_batch(batch: Any, timeout_millis: int) -> None:
+    """Shut a ``BatchSpanProcessor`` down within ``timeout_millis`` (its own shutdown has none).
+
+    Verified on opentelemetry-sdk 1.3x-1.45 (``_batch_processor.shutdown(timeout_millis=)``).
+    Fallback: ``batch.shutdown()``.
+    """
+    inner = getattr(batch, "_batch_processor", None)
+    if inner is not None and hasattr(inner, "shutdown"):
+        inner.shutdown(timeout_millis=timeout_millis)
+    else:
+        batch.shutdown()
+
+
+def span_processors_of(provider: object) -> tuple[object, ...]:
+    """The span processors an SDK ``TracerProvider`` runs (there is no public getter).
+
+    Verified on opentelemetry-sdk 1.27-1.45 (``_active_span_processor._span_processors``).
+    Fallback: ``()``.
+    """
+    multi = getattr(provider, "_active_span_processor", None)
+    processors = getattr(multi, "_span_processors", ())
+    return tuple(processors) if isinstance(processors, (tuple, list)) else ()
+
+
+def __getattr__(name: str) -> Any:
+    # SDKConfigurator is imported on first use: the SDK's configuration module is heavy.
+    if name == "SDKConfigurator":
+        from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+        return _OTelSDKConfigurator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --- loguru ------------------------------------------------------------------------------------
+
+
+def loguru_patcher(logger: object) -> Callable[[Any], None] | None:
+    """The patcher configured on loguru's ``logger`` (loguru has no public getter), or None.
+
+    Verified on loguru 0.7.x (``logger._core.patcher``). Fallback: None (ours then replaces the
+    user's patcher instead of running before it).
+    """
+    patcher = getattr(getattr(logger, "_core", None), "patcher", None)
+    return patcher if callable(patcher) else None
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+
+def ray_in_worker() -> bool:
+    """True inside a Ray worker process (not the driver).
+
+    Verified on ray 2.x up to 2.60 (``ray._private.worker.global_worker.mode``). Fallback: False.
+    """
+    try:
+        import ray
+
+        return bool(ray._private.worker.global_worker.mode == ray.WORKER_MODE)
+    except Exception:
+        return False
+
+
+def ray_tracing_hook_enabled() -> bool:
+    """True when Ray's own tracing hook is on in this process (only if Ray is imported).
+
+    Verified on ray 2.x up to 2.60 (``ray.util.tracing.tracing_helper._is_tracing_enabled``).
+    Fallback: False.
+    """
+    helper = sys.modules.get("ray.util.tracing.tracing_helper")
+    try:
+        return helper is not None and bool(helper._is_tracing_enabled())
+    except Exception:
+        return False
+
+
+def ray_constants_module() -> Any:
+    """Ray's constants module if Ray is imported, else None (never imports Ray).
+
+    Verified on ray 2.x up to 2.60 (``ray._private.ray_constants``). Fallback: None.
+    """
+    return sys.modules.get("ray._private.ray_constants")
+
+
+# --- the fast-path checks ----------------------------------------------------------------------
+
+
+def _fast_runtime_context() -> bool:
+    return _VAR is not None and current_context() is get_current()
+
+
+def _fast_baggage_key() -> bool:
+    from opentelemetry.baggage import _BAGGAGE_KEY
+
+    return (
+        BAGGAGE_KEY == _BAGGAGE_KEY and type(baggage.set_baggage("k", "v").get(BAGGAGE_KEY)) is dict
+    )
+
+
+def _fast_span_key() -> bool:
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    return SPAN_KEY == _SPAN_KEY
+
+
+def _fast_writable_attributes() -> bool:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    span: Any = TracerProvider().get_tracer("check").start_span("check")
+    values = writable_attributes(span, 2)
+    if values is None:
+        return False
+    values["k"] = "v"
+    stamp_attribute(span, "k2", "v2")
+    return bool(span.attributes.get("k") == "v" and values.get("k2") == "v2")
+
+
+def _fast_finished_span() -> bool:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    span: Any = TracerProvider().get_tracer("check").start_span("check", attributes={"a": 1})
+    span.add_event("e")
+    span.end()
+    readable = span._readable_span()
+    fields = finished_span_fields(readable)
+    return (
+        type(readable) is ReadableSpan
+        and fields[2] == "check"
+        and dict(attribute_items(fields[7])) == {"a": 1}
+        and type(bounded_list_items(fields[8])) is deque
+    )
+
+
+def _fast_trace_state() -> bool:
+    state = checked_trace_state([("a@b@c", "1")])
+    return type(state) is _CheckedTraceState and dict(state.items()) == {"a@b@c": "1"}
+
+
+def _fast_batch() -> bool:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    batch = BatchSpanProcessor(InMemorySpanExporter())
+    try:
+        inner, queue = batch_queue(batch)
+        found = queue is not None and not batch_stopped(inner)
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(batch)
+        found = found and span_processors_of(provider) == (batch,)
+    finally:
+        shutdown_batch(batch, 1000)
+    return found and batch_stopped(inner)
+
+
+def _fast_loguru() -> bool:
+    from loguru import logger
+
+    def patcher(record: Any) -> None:
+        """A probe."""
+
+    previous = loguru_patcher(logger)
+    logger.configure(patcher=patcher)
+    try:
+        return loguru_patcher(logger) is patcher
+    finally:
+        logger.configure(patcher=previous or (lambda record: None))
+
+
+def _fast_ray() -> bool:
+    import ray
+    import ray.util.tracing.tracing_helper as helper
+
+    return (
+        ray._private.worker.global_worker.mode != ray.WORKER_MODE
+        and not ray_in_worker()
+        and callable(getattr(helper, "_is_tracing_enabled", None))
+        and ray_tracing_hook_enabled() is bool(helper._is_tracing_enabled())
+        and ray_constants_module() is sys.modules["ray._private.ray_constants"]
+    )
+
+
+def _fast_grpc_exporter() -> bool:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return callable(getattr(OTLPSpanExporter, "_translate_data", None))
+
+
+def _fast_sdk_configurator() -> bool:
+    from opentelemetry.sdk._configuration import _BaseConfigurator
+
+    configurator: type = __getattr__("SDKConfigurator")
+    return issubclass(configurator, _BaseConfigurator)
+
+
+#: For each entry above, a check that its fast path is live on the installed versions (the test
+#: suite runs them all; each may import the optional library it is about).
+FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
+    "current_context": _fast_runtime_context,
+    "BAGGAGE_KEY": _fast_baggage_key,
+    "SPAN_KEY": _fast_span_key,
+    "writable_attributes": _fast_writable_attributes,
+    "finished_span_fields": _fast_finished_span,
+    "checked_trace_state": _fast_trace_state,
+    "batch_queue": _fast_batch,
+    "grpc_exporter_with_encoder": _fast_grpc_exporter,
+    "loguru_patcher": _fast_loguru,
+    "ray": _fast_ray,
+    "SDKConfigurator": _fast_sdk_configurator,
+}

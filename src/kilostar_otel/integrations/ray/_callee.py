@@ -1,0 +1,262 @@
+"""The callee: each traced task or actor method applies the caller's snapshot for its call.
+
+The wrapper (made by :func:`kilostar_otel._calls.wrap`) takes the snapshot keyword out of the
+call, opens a ``CONSUMER`` span that is a child of the caller's span, runs the function with that
+context attached, and flushes the spans before the result goes back to the caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, Tracer
+
+from kilostar_otel import _w3c
+from kilostar_otel._calls import wrap
+from kilostar_otel._version import __version__
+from kilostar_otel.context import context_from_snapshot
+from kilostar_otel.integrations.ray._flush import (
+    INSTRUMENTATION,
+    Flushing,
+    flush,
+    flush_async,
+    tracing_configured,
+)
+from kilostar_otel.integrations.ray._worker import warn_unconfigured
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "RAY_TRACE_KWARG",
+    "SNAPSHOT_KWARG",
+    "Call",
+    "Target",
+    "call_context",
+    "traced_callee",
+    "traced_class",
+]
+
+#: The keyword argument that carries the caller's snapshot to the callee.
+SNAPSHOT_KWARG: Final = "_kilostar_ctx"
+#: The keyword argument in which Ray's own tracing passes its context to generator methods.
+RAY_TRACE_KWARG: Final = "_ray_trace_ctx"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+
+class _Tracer:
+    tracer: Tracer | None = None
+
+
+def _tracer() -> Tracer:
+    if _Tracer.tracer is None:
+        # A ProxyTracer until an SDK provider is installed; it follows the provider afterwards.
+        _Tracer.tracer = trace.get_tracer(INSTRUMENTATION, __version__)
+    return _Tracer.tracer
+
+
+def _ray_tracing_enabled() -> bool:
+    helper = sys.modules.get("ray.util.tracing.tracing_helper")
+    try:
+        return helper is not None and bool(helper._is_tracing_enabled())
+    except Exception:
+        return False
+
+
+def _ray_parent(carrier: object) -> Span | None:
+    """The span Ray's own tracing made for this call, if Ray's tracing hook is on."""
+    if not _ray_tracing_enabled():
+        return None
+    if isinstance(carrier, Mapping):
+        # Generator methods: Ray passes its context but (unlike other methods) opens no span.
+        try:
+            parsed = _w3c.parse_traceparent(carrier.get("traceparent"))
+        except Exception:
+            return None
+        return None if parsed is None else NonRecordingSpan(parsed)
+    span = trace.get_current_span()
+    return span if span.get_span_context().is_valid else None
+
+
+def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
+    """The context of one call: an empty context updated from the snapshot, field by field.
+
+    Nothing from the worker's current context is kept (no leftovers from earlier calls), except the
+    span of Ray's own tracing for this very call when it belongs to the snapshot's trace. The flag
+    says whether that span is a local one (Ray's consumer span, which ends after this call).
+    """
+    base = Context()
+    ctx = base
+    if snap is not None:
+        try:
+            ctx = context_from_snapshot(snap, base) or base
+        except Exception:
+            ctx = base
+        if not tracing_configured():
+            warn_unconfigured()
+    ray_span = _ray_parent(ray_carrier)
+    if ray_span is not None:
+        ours = trace.get_current_span(ctx).get_span_context()
+        theirs = ray_span.get_span_context()
+        if not ours.is_valid or ours.trace_id == theirs.trace_id:
+            return trace.set_span_in_context(ray_span, ctx), not theirs.is_remote
+    return ctx, False
+
+
+def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
+    attributes: dict[str, AttributeValue] = {}
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return attributes  # asking would auto-start a local Ray instance
+        runtime = ray.get_runtime_context()
+        attributes["ray.job_id"] = runtime.get_job_id()
+        task_id = runtime.get_task_id()
+        if task_id:
+            attributes["ray.task_id"] = task_id
+        if actor:
+            actor_id = runtime.get_actor_id()
+            if actor_id:
+                attributes["ray.actor_id"] = actor_id
+    except Exception:  # noqa: S110 - attributes are a nicety; the call must run regardless
+        pass
+    return attributes
+
+
+class Target:
+    """What a wrapped callable is: its span name and static attributes."""
+
+    __slots__ = ("actor", "attributes", "span_name")
+
+    def __init__(self, fn: Callable[..., Any], class_name: str | None) -> None:
+        function = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
+        self.actor = class_name is not None
+        if class_name is not None:
+            method = getattr(fn, "__name__", "call")
+            self.span_name = f"ray.actor {class_name}.{method}"
+            self.attributes: dict[str, AttributeValue] = {
+                "ray.remote": "actor",
+                "ray.actor_class": class_name,
+                "ray.actor_method": method,
+                "ray.function": f"{class_name}.{method}",
+            }
+        else:
+            self.span_name = f"ray.task {function}"
+            self.attributes = {"ray.remote": "function", "ray.function": function}
+
+
+class Call:
+    """One traced call on the callee (a :class:`kilostar_otel._calls.Run`): span and context."""
+
+    __slots__ = ("context", "nested", "span")
+
+    def __init__(self, target: Target, snap: object, ray_carrier: object) -> None:
+        ctx, self.nested = call_context(snap, ray_carrier)
+        attributes = dict(target.attributes)
+        attributes.update(_runtime_attributes(target.actor))
+        self.span = _tracer().start_span(
+            target.span_name, context=ctx, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        self.context = trace.set_span_in_context(self.span, ctx)
+
+    def _end(self, exc: BaseException | None) -> bool:
+        """End the span; True if the call's spans should be flushed now."""
+        span = self.span
+        if (
+            exc is not None
+            and not isinstance(exc, (GeneratorExit, SystemExit))
+            and type(exc).__name__ != "AsyncioActorExit"
+            and span.is_recording()
+        ):
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+        # Within Ray's own local span, that span's end flushes (see FlushLocalRoots).
+        return not (self.nested and Flushing.local_roots)
+
+    def finish(self, exc: BaseException | None) -> None:
+        """End the span and export the call's spans."""
+        if self._end(exc):
+            flush()
+
+    async def finish_async(self, exc: BaseException | None) -> None:
+        """End the span and export the call's spans without blocking the event loop."""
+        if self._end(exc):
+            await flush_async()
+
+
+def _signature_with(fn: Callable[..., Any], names: tuple[str, ...]) -> inspect.Signature:
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    have = {p.name for p in params}
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name in names
+        if name not in have
+    ]
+    if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
+        params[-1:-1] = extra
+    else:
+        params.extend(extra)
+    return sig.replace(parameters=params)
+
+
+def traced_callee(fn: _F, class_name: str | None = None) -> _F:
+    """Return ``fn`` wrapped to apply a snapshot keyword for the duration of each call.
+
+    The wrapper is of the same kind as ``fn`` (Ray checks it for generators and async actors)
+    and its signature is ``fn``'s plus the keywords it takes: the snapshot, and for generators
+    the context that Ray's own tracing passes.
+    """
+    target = Target(fn, class_name)
+    names: tuple[str, ...]
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        names = (SNAPSHOT_KWARG, RAY_TRACE_KWARG)
+
+        def start(kwargs: dict[str, Any]) -> Call:
+            snap = kwargs.pop(SNAPSHOT_KWARG, None)
+            return Call(target, snap, kwargs.pop(RAY_TRACE_KWARG, None))
+
+    else:
+        names = (SNAPSHOT_KWARG,)
+
+        def start(kwargs: dict[str, Any]) -> Call:
+            return Call(target, kwargs.pop(SNAPSHOT_KWARG, None), None)
+
+    wrapper = wrap(fn, start)
+    # No ``__wrapped__``: Ray reads the signature of ``inspect.unwrap(method)`` to check the call's
+    # arguments on the caller, and that signature must accept the snapshot keyword.
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    wrapper.__signature__ = _signature_with(fn, names)  # type: ignore[attr-defined]
+    wrapper.__kilostar_traced__ = True  # type: ignore[attr-defined]
+    return cast(_F, wrapper)
+
+
+def traced_class(cls: type[_T]) -> type[_T]:
+    """Return a subclass of ``cls`` whose public methods apply a snapshot for each call.
+
+    Dunder methods (``__init__`` included), static and class methods are left as they are.
+    """
+    namespace: dict[str, Any] = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+    }
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        raw = inspect.getattr_static(cls, name)
+        if isinstance(raw, (staticmethod, classmethod)) or not inspect.isfunction(member):
+            continue
+        if getattr(member, "__kilostar_traced__", False):
+            continue
+        namespace[name] = traced_callee(member, class_name=cls.__name__)
+    return cast("type[_T]", type(cls.__name__, (cls,), namespace))
