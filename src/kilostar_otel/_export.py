@@ -21,9 +21,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from kilostar_otel._internals import abandon_batch, batch_queue, batch_stopped, shutdown_batch
 from kilostar_otel._settings import Settings
 
-__all__ = ["_ExportPipeline", "build_exporter", "shutdown_batch", "span_bytes"]
+__all__ = ["_ExportPipeline", "build_exporter", "span_bytes"]
 
 # The warning is configure()'s: it keeps its logger name.
 _log = logging.getLogger("kilostar_otel.configure")
@@ -99,35 +100,6 @@ def span_bytes(span: ReadableSpan) -> int:
         size += _ITEM_OVERHEAD_BYTES + _attributes_bytes(link.attributes)
     description = span.status.description
     return size + (len(description) if description else 0)
-
-
-def shutdown_batch(batch: BatchSpanProcessor, timeout_millis: int) -> None:
-    """Export what ``batch`` holds and stop it, giving up after ``timeout_millis``."""
-    # Since 1.3x the SDK's shutdown takes no timeout but its inner BatchProcessor's does.
-    inner = getattr(batch, "_batch_processor", None)
-    if inner is not None and hasattr(inner, "shutdown"):
-        inner.shutdown(timeout_millis=timeout_millis)
-    else:
-        batch.shutdown()  # type: ignore[no-untyped-call]
-
-
-def _abandon_batch(batch: BatchSpanProcessor) -> None:
-    """Stop an inherited batch processor's worker in a forked child without exporting anything.
-
-    Its exporter holds the parent's connections, which the child must not use (nor close: the
-    parent still does).
-    """
-    inner = getattr(batch, "_batch_processor", batch)
-    queue = getattr(inner, "_queue", None)
-    if isinstance(queue, deque):
-        queue.clear()
-    for name in ("_shutdown", "done"):  # the flag its worker loop checks (1.3x+, older)
-        if hasattr(inner, name):
-            setattr(inner, name, True)
-    for name in ("_worker_awaken", "condition"):  # wake the worker so that it sees the flag
-        waker = getattr(inner, name, None)
-        if isinstance(waker, threading.Event):
-            waker.set()
 
 
 class _CountingExporter(SpanExporter):
@@ -209,15 +181,11 @@ class _ExportPipeline(SpanProcessor):
                 max_export_batch_size=settings.max_export_batch_size,
                 export_timeout_millis=settings.export_timeout_millis,
             )
-        # The SDK keeps its queue (a bounded deque) on an inner BatchProcessor since 1.3x and
-        # on the span processor itself before; without either, the budget cannot be applied.
-        inner = getattr(batch, "_batch_processor", batch)
-        queue = getattr(inner, "_queue", None)
-        if queue is None:
-            queue = getattr(inner, "queue", None)
+        # Without a visible queue (an SDK that moved it) the budget cannot be applied.
+        inner, queue = batch_queue(batch) if batch is not None else (None, None)
         with self._lock:
             self._batch = batch
-            self._queue = queue if isinstance(queue, deque) else None
+            self._queue = queue
             self._inner = inner
 
     @property
@@ -241,7 +209,7 @@ class _ExportPipeline(SpanProcessor):
         self._lock = threading.Lock()  # another thread may have held it at the fork
         old = self._batch
         if old is not None:
-            _abandon_batch(old)
+            abandon_batch(old)
         self.dropped = self.delivered = self.failed = self.queued_bytes = self.in_flight = 0
         self._sizes = {}
         self._set(exporter, self._settings)
@@ -295,8 +263,7 @@ class _ExportPipeline(SpanProcessor):
                 self.failed += count
 
     def _stopped(self) -> bool:
-        inner = self._inner
-        return bool(getattr(inner, "_shutdown", False) or getattr(inner, "done", False))
+        return batch_stopped(self._inner)
 
     # -- the span processor -----------------------------------------------------------------------
 

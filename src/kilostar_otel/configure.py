@@ -32,11 +32,12 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from kilostar_otel._export import _ExportPipeline, build_exporter
+from kilostar_otel._internals import span_processors_of
 from kilostar_otel._settings import Settings, build_propagator, resolve_settings
 from kilostar_otel.processor import KiloStarSpanProcessor
 from kilostar_otel.sampling import LinkAwareSampler, sampler_from_name
 
-__all__ = ["Telemetry", "configure", "has_kilostar_processor"]
+__all__ = ["Telemetry", "configure", "has_kilostar_processor", "live_handles"]
 
 _log = logging.getLogger(__name__)
 
@@ -594,9 +595,4 @@ def has_kilostar_processor(provider: object) -> bool:
     """True when ``provider`` already has a :class:`KiloStarSpanProcessor` (never add two)."""
     if getattr(provider, _MARK, False):
         return True
-    multi = getattr(provider, "_active_span_processor", None)
-    processors = getattr(multi, "_span_processors", ())
-    try:
-        return any(isinstance(p, KiloStarSpanProcessor) for p in processors)
-    except TypeError:
-        return False
+    return any(isinstance(p, KiloStarSpanProcessor) for p in span_processors_of(provider))

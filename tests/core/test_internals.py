@@ -32,9 +32,7 @@ FOREIGN_PRIVATE = re.compile(
 # Modules that still reach for foreign privates directly; each use has a named function in
 # _internals to route through. Remove a file here once it is routed.
 NOT_YET_ROUTED = {
-    "_export.py",
     "_settings.py",
-    "configure.py",
     "distro.py",
     "workflow.py",
     "integrations/ray/_callee.py",
