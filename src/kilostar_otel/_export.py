@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from kilostar_otel._internals import abandon_batch, batch_queue, batch_stopped, shutdown_batch
+from kilostar_otel._poison import make_safe
 from kilostar_otel._settings import Settings
 
 __all__ = ["_ExportPipeline", "build_exporter", "span_bytes"]
@@ -32,6 +34,9 @@ _log = logging.getLogger("kilostar_otel.configure")
 #: What a span costs before its strings: the span object, its context, times, status, resource.
 SPAN_OVERHEAD_BYTES = 1024
 _ITEM_OVERHEAD_BYTES = 64  # one attribute, event or link: the dict entry, the str/int objects
+#: A failed batch is split in two and each half sent once only if it failed this fast (a 413 or
+#: a message-size error answers at once; an unreachable back end fails after its retries).
+SPLIT_IF_FAILED_WITHIN_SECONDS = 2.0
 
 
 def build_exporter(settings: Settings) -> SpanExporter | None:
@@ -102,6 +107,13 @@ def span_bytes(span: ReadableSpan) -> int:
     return size + (len(description) if description else 0)
 
 
+def _count_cut(
+    spans: Sequence[ReadableSpan], sizes: Sequence[int], pipeline: _ExportPipeline
+) -> tuple[Sequence[ReadableSpan], int]:
+    safe, changed = make_safe(spans, sizes, pipeline._settings.max_span_bytes)
+    return safe, pipeline.cut + changed
+
+
 class _CountingExporter(SpanExporter):
     """Wraps the real exporter: the spans of each batch leave the byte budget and are counted
     as delivered (the back end accepted them) or failed (lost after the exporter's retries)."""
@@ -111,14 +123,45 @@ class _CountingExporter(SpanExporter):
         self._pipeline = pipeline
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the wrapped exporter and count the outcome."""
-        self._pipeline._dequeued(spans)
+        """Export through the wrapped exporter and count the outcome.
+
+        Poison spans (text that cannot be encoded, a span over ``max_span_bytes``) are replaced
+        by safe, marked copies first, so they cannot lose the batch. If a batch of large spans
+        is still refused at once (too large for the back end), each half is sent once.
+        """
+        pipeline = self._pipeline
+        sizes = pipeline._dequeued(spans)
         result = SpanExportResult.FAILURE
         try:
-            result = self.exporter.export(spans)
+            spans, pipeline.cut = _count_cut(spans, sizes, pipeline)
+            started = time.monotonic()
+            result = self._send(spans)
+            if (
+                result is not SpanExportResult.SUCCESS
+                and len(spans) > 1
+                and sum(sizes) > pipeline._settings.max_span_bytes
+                and time.monotonic() - started < SPLIT_IF_FAILED_WITHIN_SECONDS
+            ):
+                half = len(spans) // 2
+                first, second = self._send(spans[:half]), self._send(spans[half:])
+                pipeline._exported(half, first is SpanExportResult.SUCCESS)
+                pipeline._exported(len(spans) - half, second is SpanExportResult.SUCCESS)
+                pipeline.split += 1
+                spans = ()  # counted above
+                result = first if first is not SpanExportResult.SUCCESS else second
         finally:
-            self._pipeline._exported(len(spans), result is SpanExportResult.SUCCESS)
+            if spans:
+                pipeline._exported(len(spans), result is SpanExportResult.SUCCESS)
         return result
+
+    def _send(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            return self.exporter.export(spans)
+        except Exception:
+            _log.exception(
+                "kilostar-otel: the exporter raised while exporting %d span(s)", len(spans)
+            )
+            return SpanExportResult.FAILURE
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
         """Shut the wrapped exporter down (within ``timeout_millis`` if it takes one)."""
@@ -158,6 +201,8 @@ class _ExportPipeline(SpanProcessor):
         self.failed = 0  #: spans in exports that failed (after the exporter's retries)
         self.queued_bytes = 0  #: estimated bytes of the spans queued now
         self.in_flight = 0  #: spans in an export that has not returned yet
+        self.cut = 0  #: spans sent as a safe copy (bad text escaped, long values cut)
+        self.split = 0  #: batches refused at once and sent again in two halves
         self._sizes: dict[int, int] = {}
         self._batch: BatchSpanProcessor | None = None
         self._queue: deque[Any] | None = None
@@ -248,11 +293,12 @@ class _ExportPipeline(SpanProcessor):
 
     # -- counting ---------------------------------------------------------------------------------
 
-    def _dequeued(self, spans: Sequence[ReadableSpan]) -> None:
+    def _dequeued(self, spans: Sequence[ReadableSpan]) -> list[int]:
         with self._lock:
-            sizes = self._sizes
-            self.queued_bytes -= sum(sizes.pop(id(span), 0) for span in spans)
+            known = [self._sizes.pop(id(span), None) for span in spans]
+            self.queued_bytes -= sum(size for size in known if size is not None)
             self.in_flight += len(spans)
+        return [span_bytes(s) if n is None else n for s, n in zip(spans, known, strict=True)]
 
     def _exported(self, count: int, ok: bool) -> None:
         with self._lock:

@@ -264,6 +264,9 @@ MAX_QUEUE_BYTES: Final = Param[int](
 EXIT_TIMEOUT_MILLIS: Final = Param[int](
     "exit_timeout_millis", ("KILOSTAR_EXIT_TIMEOUT_MILLIS",), 5000, _positive_int,
     "longest the at-exit flush holds the process up (the back end may be down)")
+MAX_SPAN_BYTES: Final = Param[int](
+    "max_span_bytes", ("KILOSTAR_MAX_SPAN_BYTES",), 1024 * 1024, _positive_int,
+    "estimated bytes one span may send (1 MiB); longer values are cut and the span marked")
 STRICT: Final = Param[bool](
     "strict", ("KILOSTAR_STRICT",), False, _flag,
     "a second configure() that conflicts with the first raises instead of warning")
@@ -294,6 +297,7 @@ PARAMS: Final[Mapping[str, Param[Any]]] = {
         EXPORT_TIMEOUT_MILLIS,
         MAX_QUEUE_BYTES,
         EXIT_TIMEOUT_MILLIS,
+        MAX_SPAN_BYTES,
         STRICT,
     )
 }
@@ -328,6 +332,7 @@ class Settings:
     export_timeout_millis: int
     max_queue_bytes: int
     exit_timeout_millis: int
+    max_span_bytes: int
     set_global: bool = field(compare=False)
     strict: bool = field(compare=False, default=False)
 
@@ -355,6 +360,7 @@ def resolve_settings(
     export_timeout_millis: int | None,
     max_queue_bytes: int | None,
     exit_timeout_millis: int | None,
+    max_span_bytes: int | None,
     strict: bool | None,
 ) -> Settings:
     """Look every row of :data:`PARAMS` up and check how they fit; raise ``ValueError`` if not."""
@@ -409,6 +415,7 @@ def resolve_settings(
         export_timeout_millis=lookup(EXPORT_TIMEOUT_MILLIS, export_timeout_millis).value,
         max_queue_bytes=lookup(MAX_QUEUE_BYTES, max_queue_bytes).value,
         exit_timeout_millis=lookup(EXIT_TIMEOUT_MILLIS, exit_timeout_millis).value,
+        max_span_bytes=lookup(MAX_SPAN_BYTES, max_span_bytes).value,
         set_global=lookup(SET_GLOBAL, set_global).value,
         strict=lookup(STRICT, strict).value,
     )

@@ -186,6 +186,12 @@ class Telemetry:
         return self._pipeline.delivered if self._pipeline is not None else 0
 
     @property
+    def cut_spans(self) -> int:
+        """Spans sent as a safe copy marked ``kilostar.span.cut`` (text that could not be
+        encoded was escaped, values over ``max_span_bytes`` were cut); they were not lost."""
+        return self._pipeline.cut if self._pipeline is not None else 0
+
+    @property
     def queued_bytes(self) -> int:
         """Estimated bytes of the spans waiting in the export queue now."""
         return self._pipeline.queued_bytes if self._pipeline is not None else 0
@@ -318,6 +324,7 @@ def configure(
     export_timeout_millis: int | None = None,
     max_queue_bytes: int | None = None,
     exit_timeout_millis: int | None = None,
+    max_span_bytes: int | None = None,
     strict: bool | None = None,
 ) -> Telemetry:
     """Set up tracing and OTLP export for KiloStar ids in one call; return a :class:`Telemetry`.
@@ -355,6 +362,7 @@ def configure(
         export_timeout_millis: the batch pipeline's export timeout (30000).
         max_queue_bytes: estimated bytes of queued spans (64 MiB); more are dropped and counted.
         exit_timeout_millis: longest the at-exit flush may hold the process up (5000).
+        max_span_bytes: estimated bytes one span may send (1 MiB); longer values are cut.
         strict: a conflicting second call raises ValueError instead of warning (False).
     """
     settings = resolve_settings(
@@ -379,6 +387,7 @@ def configure(
         export_timeout_millis=export_timeout_millis,
         max_queue_bytes=max_queue_bytes,
         exit_timeout_millis=exit_timeout_millis,
+        max_span_bytes=max_span_bytes,
         strict=strict,
     )
     # Everything that can be wrong has been checked; only now is anything built or installed.

@@ -87,6 +87,7 @@ SAMPLES: dict[str, Sample] = {
     "export_timeout_millis": Sample(10, "20", 10, 20, lambda s: s.export_timeout_millis),
     "max_queue_bytes": Sample(1000, "2000", 1000, 2000, lambda s: s.max_queue_bytes),
     "exit_timeout_millis": Sample(10, "20", 10, 20, lambda s: s.exit_timeout_millis),
+    "max_span_bytes": Sample(1000, "2000", 1000, 2000, lambda s: s.max_span_bytes),
     "strict": Sample(False, "TRUE", False, True, lambda s: s.strict),
 }  # fmt: skip
 
