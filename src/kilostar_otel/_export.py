@@ -34,9 +34,11 @@ _log = logging.getLogger("kilostar_otel.configure")
 #: What a span costs before its strings: the span object, its context, times, status, resource.
 SPAN_OVERHEAD_BYTES = 1024
 _ITEM_OVERHEAD_BYTES = 64  # one attribute, event or link: the dict entry, the str/int objects
-#: A failed batch is split in two and each half sent once only if it failed this fast (a 413 or
-#: a message-size error answers at once; an unreachable back end fails after its retries).
-SPLIT_IF_FAILED_WITHIN_SECONDS = 2.0
+#: A failed batch is split in two and each half sent once only if it failed within this share
+#: of the exporter's timeout (a 413 answers at once; an unreachable back end fails only after
+#: retrying for the whole timeout).
+SPLIT_IF_FAILED_WITHIN = 0.5
+_DEFAULT_EXPORT_TIMEOUT_SECONDS = 10.0
 
 
 def build_exporter(settings: Settings) -> SpanExporter | None:
@@ -140,7 +142,9 @@ class _CountingExporter(SpanExporter):
                 result is not SpanExportResult.SUCCESS
                 and len(spans) > 1
                 and sum(sizes) > pipeline._settings.max_span_bytes
-                and time.monotonic() - started < SPLIT_IF_FAILED_WITHIN_SECONDS
+                and time.monotonic() - started
+                < SPLIT_IF_FAILED_WITHIN
+                * (pipeline._settings.timeout or _DEFAULT_EXPORT_TIMEOUT_SECONDS)
             ):
                 half = len(spans) // 2
                 first, second = self._send(spans[:half]), self._send(spans[half:])
