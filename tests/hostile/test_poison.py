@@ -21,7 +21,6 @@ from kilostar_otel._poison import CUT_MARK
 from kilostar_otel.configure import Telemetry, configure
 from kilostar_otel.viewer import OtlpReceiver
 from tests.conftest import Spans
-from tests.otlp.conftest import receiver  # noqa: F401 - a fixture for this module
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 
@@ -121,32 +120,32 @@ def test_a_batch_refused_as_too_large_is_split_and_sent(receiver: OtlpReceiver) 
     telemetry.shutdown(5000)
 
 
-class Unprintable(Exception):
+class UnprintableError(Exception):
     def __str__(self) -> str:
         raise RuntimeError("__str__ raised")
 
 
 def test_the_root_ends_when_the_exceptions_str_raises(spans: Spans) -> None:
-    with pytest.raises(Unprintable):
+    with pytest.raises(UnprintableError):
         with workflow("sync"):
-            raise Unprintable
+            raise UnprintableError
 
     @workflow("decorated")
     def decorated() -> None:
-        raise Unprintable
+        raise UnprintableError
 
-    with pytest.raises(Unprintable):
+    with pytest.raises(UnprintableError):
         decorated()
     for name in ("sync", "decorated"):
         root = spans.named(f"invoke_workflow {name}")
         assert root.end_time is not None
-        assert root.status.description == "Unprintable: <str() failed>"
+        assert root.status.description == "UnprintableError: <str() failed>"
 
 
 async def test_the_root_ends_when_the_exceptions_str_raises_async(spans: Spans) -> None:
-    with pytest.raises(Unprintable):
+    with pytest.raises(UnprintableError):
         async with workflow("async"):
-            raise Unprintable
+            raise UnprintableError
     assert spans.named("invoke_workflow async").end_time is not None
 
 
