@@ -17,12 +17,7 @@ __all__ = ["run_serve"]
 _TICK = 0.1
 
 
-class _StopRequestedError(Exception):
-    """Raised in the main thread by SIGTERM, handled like Ctrl-C."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _StopRequestedError
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_serve(
@@ -30,7 +25,11 @@ def run_serve(
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
-    """Receive OTLP on ``args.host`` until Ctrl-C/SIGTERM, printing each complete request group."""
+    """Receive OTLP on ``args.host`` until Ctrl-C/SIGTERM, printing each complete request group.
+
+    A stop signal only sets a flag: the loop then stops the receivers (no new requests are
+    acknowledged), and prints and writes everything already acknowledged before returning.
+    """
     from kilostar_otel.viewer.otlp_json import OtlpJsonLinesWriter
     from kilostar_otel.viewer.receiver import OtlpReceiver, ReceivedSpan
 
@@ -79,9 +78,16 @@ def run_serve(
             writer.write(request)
             written += 1
 
-    previous = signal.getsignal(signal.SIGTERM)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for number in _STOP_SIGNALS:
+            previous[number] = signal.getsignal(number)
+            signal.signal(number, on_signal)
     print(
         f"kilostar-otel serve: OTLP gRPC on {receiver.grpc_endpoint}, "
         f"OTLP HTTP on {receiver.http_endpoint}/v1/traces. Ctrl-C to stop.",
@@ -89,24 +95,23 @@ def run_serve(
         flush=True,
     )
     try:
-        while True:
-            time.sleep(_TICK)
+        while not stop.wait(_TICK):
             with lock:
                 groups = grouper.pop_ready(time.monotonic())
             emit(groups)
             write_new()
-    except (KeyboardInterrupt, _StopRequestedError):
-        pass
+    except KeyboardInterrupt:
+        pass  # a Ctrl-C that arrived before the handler was installed
     finally:
-        receiver.stop()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+        receiver.stop()  # stop acknowledging; what was acknowledged is drained below
     with lock:
         groups = grouper.pop_ready(time.monotonic(), everything=True)
     emit(groups)
     write_new()
     if writer is not None:
         writer.close()
+    for number, handler in previous.items():  # a second signal during the drain changed nothing
+        signal.signal(number, handler)
     suffix = f"; {written} OTLP/JSON lines in {args.out}" if writer is not None else ""
     print(f"kilostar-otel serve: stopped after {printed} trace group(s){suffix}.", file=err)
     return 0
