@@ -1,9 +1,10 @@
 """Differential property test: for spans of any shape, the fast encoder writes the SDK's bytes.
 
 Every field of a span is drawn: name, kind, parent (none, local, remote), trace state, start and
-end, attributes of every type (with span limits that drop some or all of them), events and links
-(with their attributes and drops), status (code and description), the resource and its schema
-URL, the instrumentation scope (name, version, schema URL) and several spans per batch.
+end, attributes of every type (None inside lists included; span limits drop some or all of
+them), events and links (with their attributes and drops), status (code and description), the
+resource and its schema URL, the instrumentation scope (name, version, schema URL) and several
+spans per batch.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ SCALARS = (
     | st.floats(allow_nan=False)
     | st.binary(max_size=8)
 )
-VALUES = SCALARS | st.lists(TEXT, max_size=3) | st.lists(st.integers(0, 2**40), max_size=3)
+VALUES = (
+    SCALARS
+    | st.lists(TEXT, max_size=3)
+    | st.lists(st.integers(0, 2**40), max_size=3)
+    | st.lists(st.none() | TEXT, max_size=3)  # None inside a list: kept by the SDK
+    | st.lists(st.none() | st.floats(allow_nan=False), max_size=3)
+)
 ATTRIBUTES = st.dictionaries(KEYS, VALUES, max_size=5)
 IDS = st.integers(1, 2**64 - 1)
 TRACE_STATE = st.lists(
