@@ -22,7 +22,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from kilostar_otel._internals import abandon_batch, batch_queue, batch_stopped, shutdown_batch
+from kilostar_otel._internals import (
+    abandon_batch,
+    attribute_items,
+    batch_queue,
+    batch_stopped,
+    bounded_list_items,
+    finished_span_fields,
+    shutdown_batch,
+)
 from kilostar_otel._poison import make_safe
 from kilostar_otel._settings import Settings
 
@@ -83,7 +91,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
 
 
 def _value_bytes(value: object) -> int:
-    if isinstance(value, (str, bytes)):
+    if type(value) is str or type(value) is bytes:
         return len(value)
     if isinstance(value, (tuple, list)):
         return sum(_value_bytes(item) + 8 for item in value)
@@ -93,19 +101,29 @@ def _value_bytes(value: object) -> int:
 def _attributes_bytes(attributes: Any) -> int:
     if not attributes:
         return 0
-    return sum(
-        _ITEM_OVERHEAD_BYTES + len(key) + _value_bytes(value) for key, value in attributes.items()
-    )
+    size = 0
+    for key, value in attribute_items(attributes):
+        size += _ITEM_OVERHEAD_BYTES + len(key)
+        size += len(value) if type(value) is str else _value_bytes(value)
+    return size
 
 
 def span_bytes(span: ReadableSpan) -> int:
-    """An estimate of the memory a queued span holds: its strings, plus a fixed overhead."""
-    size = SPAN_OVERHEAD_BYTES + len(span.name or "") + _attributes_bytes(span.attributes)
-    for event in span.events:
-        size += _ITEM_OVERHEAD_BYTES + len(event.name or "") + _attributes_bytes(event.attributes)
-    for link in span.links:
-        size += _ITEM_OVERHEAD_BYTES + _attributes_bytes(link.attributes)
-    description = span.status.description
+    """An estimate of the memory a queued span holds: its strings, plus a fixed overhead.
+
+    Runs in ``on_end`` for every sampled span, so it reads the finished span's fields directly
+    (the SDK's properties copy events and links).
+    """
+    (_, _, name, _, _, _, status, attributes, events, links) = finished_span_fields(span)
+    size = SPAN_OVERHEAD_BYTES + len(name or "") + _attributes_bytes(attributes)
+    if events:
+        for event in bounded_list_items(events):
+            size += _ITEM_OVERHEAD_BYTES + len(event.name or "")
+            size += _attributes_bytes(event.attributes)
+    if links:
+        for link in bounded_list_items(links):
+            size += _ITEM_OVERHEAD_BYTES + _attributes_bytes(link.attributes)
+    description = status.description if status is not None else None
     return size + (len(description) if description else 0)
 
 
@@ -344,9 +362,11 @@ class _ExportPipeline(SpanProcessor):
             batch.on_end(span)
 
     def shutdown(self) -> None:
-        """Flush and stop the batch processor."""
+        """Flush and stop the batch processor within ``exit_timeout_millis`` (the provider
+        calls this at exit); what is still queued then counts as dropped."""
         if self._batch is not None:
-            shutdown_batch(self._batch, 30000)
+            shutdown_batch(self._batch, self._settings.exit_timeout_millis)
+            self._count_left(self._queue)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now."""
