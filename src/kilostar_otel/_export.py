@@ -205,10 +205,11 @@ class _CountingExporter(SpanExporter):
 class _ExportPipeline(SpanProcessor):
     """Admits sampled spans to the current batch processor within a span and a byte budget.
 
-    A span is queued only if the queue holds fewer than ``max_queue_size`` spans and fewer than
-    ``max_queue_bytes`` estimated bytes (:func:`span_bytes`; a span always fits an empty queue);
-    otherwise the new span is dropped and counted. The check and the hand-over happen under one
-    lock, so the SDK's queue never overflows on its own and every count is exact. A wrapper
+    A new span always enters the queue; while the queue holds ``max_queue_size`` spans or the
+    new span would pass ``max_queue_bytes`` estimated bytes (:func:`span_bytes`), the oldest
+    queued spans are dropped (a span always fits an empty queue). The drops, the counts and the
+    hand-over happen under one lock and only spans this processor removed are counted, so the
+    SDK's queue never overflows on its own and every count is exact. A wrapper
     around the exporter counts spans delivered and spans lost in failed exports. :meth:`replace`
     swaps the batch processor when ``configure()`` runs again; :meth:`after_fork` gives a forked
     child a fresh one. (Its name is private for the tests that read processor class names.)
@@ -339,7 +340,7 @@ class _ExportPipeline(SpanProcessor):
         """Nothing to do when a span starts."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Queue a sampled span for export if it fits in spans and bytes; else count a drop."""
+        """Queue a sampled span; if the queue is full (spans or bytes), drop the oldest ones."""
         batch = self._batch
         ctx = span.context
         if batch is None or ctx is None or not ctx.trace_flags.sampled:
@@ -350,14 +351,22 @@ class _ExportPipeline(SpanProcessor):
             return
         size = span_bytes(span)
         with self._lock:
-            if (
-                len(queue) >= self._max_queue_size
-                or (self.queued_bytes + size > self._max_queue_bytes and len(queue) > 0)
-                or self._stopped()
-            ):
+            if self._stopped():
                 self.dropped += 1
                 return
-            self._sizes[id(span)] = size
+            sizes = self._sizes
+            # The worker may take spans meanwhile: only what is popped here is counted.
+            while queue and (
+                len(queue) >= self._max_queue_size
+                or self.queued_bytes + size > self._max_queue_bytes
+            ):
+                try:
+                    oldest = queue.pop()  # the oldest is at the right (the SDK appends left)
+                except IndexError:
+                    break
+                self.dropped += 1
+                self.queued_bytes -= sizes.pop(id(oldest), 0)
+            sizes[id(span)] = size
             self.queued_bytes += size
             batch.on_end(span)
 

@@ -110,13 +110,13 @@ def test_the_queue_is_bounded_in_bytes(receiver_port: int) -> None:
         span = tracer.start_span(f"big-{n}")
         span.set_attribute("payload", "x" * 64 * 1024)
         span.end()
-    admitted = 100 - telemetry.dropped_spans
+    admitted = 100 - telemetry.dropped_spans  # the newest ones stay queued
     assert telemetry.queued_bytes <= budget
     assert 10 <= admitted <= 16  # 64 KiB and a little each: 15 fit in 1 MiB
     with OtlpReceiver(http_port=receiver_port) as receiver:
         assert telemetry.force_flush(10_000) is True
         names = {s.name for s in receiver.wait_for_spans(admitted)}
-    assert names == {f"big-{n}" for n in range(admitted)}  # the first ones; later ones dropped
+    assert names == {f"big-{n}" for n in range(100 - admitted, 100)}  # the oldest were dropped
     assert telemetry.delivered_spans == admitted
     assert telemetry.queued_bytes == 0
     assert _accounted(telemetry) == 100
