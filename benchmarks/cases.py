@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,11 @@ from kilostar_otel import (
     workflow,
 )
 from kilostar_otel.context import context_with_request_id
+from kilostar_otel.integrations.logging import (
+    LOG_EVENT,
+    SpanEventHandler,
+    install_loguru_span_events,
+)
 
 __all__ = ["CASES", "GROUPS", "Arm", "Case", "Group", "Target", "cases_of"]
 
@@ -302,8 +308,15 @@ def _span_kilostar() -> Arm:
 def _span_baggage_processor() -> Arm:
     from opentelemetry.processor.baggage import ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor
 
+    class FlushableBaggageSpanProcessor(BaggageSpanProcessor):
+        # In older SDKs (1.40 among them) the base force_flush returns None: the provider reads it
+        # as a failed flush and stops before the batch processor behind it is flushed.
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
     return _span_arm(
-        (BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS),), {"kilostar.request_id": REQUEST_ID}
+        (FlushableBaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS),),
+        {"kilostar.request_id": REQUEST_ID},
     )
 
 
@@ -511,6 +524,98 @@ def _workflow_by_hand() -> Arm:
     return Arm(run, check, close)
 
 
+# -- 6. a log line inside a span, with and without the span-event opt-in ---------------------------
+
+
+class _FormattingHandler(logging.Handler):
+    """Formats every record and keeps the last line: a log sink that writes nowhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        self.lines = 0
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = self.format(record)
+        self.lines += 1
+
+
+def _log_stdlib_arm(span_events: bool) -> Arm:
+    provider, _exporter = realistic_provider(KiloStarSpanProcessor())
+    log = logging.getLogger(f"kilostar.bench.log.{'events' if span_events else 'plain'}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    sink = _FormattingHandler()
+    handlers: list[logging.Handler] = [sink]
+    if span_events:
+        # No cap in reach: every timed call records an event (the SDK keeps the last 128).
+        handlers.append(SpanEventHandler(max_events_per_span=1 << 62))
+    for handler in handlers:
+        log.addHandler(handler)
+    span = provider.get_tracer("bench").start_span("request")
+    detach_ctx = _attached(set_span_in_context(span))
+
+    def run() -> None:
+        log.info("planned %d steps for %s", 3, REQUEST_ID)
+
+    def check() -> None:
+        assert sink.lines > 0
+        assert sink.last.endswith(f"planned 3 steps for {REQUEST_ID}")
+        events = [e for e in span.events if e.name == LOG_EVENT]  # type: ignore[attr-defined]
+        if span_events:
+            assert events
+            assert events[-1].attributes["message"] == (f"planned 3 steps for {REQUEST_ID}")
+        else:
+            assert not events
+
+    def close() -> None:
+        detach_ctx()
+        span.end()
+        for handler in handlers:
+            log.removeHandler(handler)
+        provider.shutdown()
+
+    return Arm(run, check, close)
+
+
+def _log_loguru_arm(span_events: bool) -> Arm:
+    from loguru import logger
+
+    provider, _exporter = realistic_provider(KiloStarSpanProcessor())
+    lines: list[str] = []
+
+    def sink_fn(message: Any) -> None:
+        lines[:] = [str(message)]
+
+    sink = logger.add(sink_fn, level="INFO", format="{time} {level} {name} {message}")
+    remove_events = (
+        install_loguru_span_events(level="INFO", max_events_per_span=1 << 62)
+        if span_events
+        else (lambda: None)
+    )
+    span = provider.get_tracer("bench").start_span("request")
+    detach_ctx = _attached(set_span_in_context(span))
+
+    def run() -> None:
+        logger.info("planned {} steps for {}", 3, REQUEST_ID)
+
+    def check() -> None:
+        assert lines
+        assert lines[-1].rstrip().endswith(f"planned 3 steps for {REQUEST_ID}")
+        events = [e for e in span.events if e.name == LOG_EVENT]  # type: ignore[attr-defined]
+        assert bool(events) is span_events
+
+    def close() -> None:
+        detach_ctx()
+        span.end()
+        remove_events()
+        logger.remove(sink)
+        provider.shutdown()
+
+    return Arm(run, check, close)
+
+
 # -- the registry ---------------------------------------------------------------------------------
 
 GROUPS: dict[str, Group] = {
@@ -573,6 +678,19 @@ GROUPS: dict[str, Group] = {
             "no event; the plain span is then a root span too.",
             (Target("start_as_current_span", 1.5),),
         ),
+        Group(
+            "log_stdlib",
+            "6a. A stdlib log line inside a span, as a span event or not",
+            "`logger.info(...)` with a formatting handler, inside a recording span (the provider "
+            "of 3 with `KiloStarSpanProcessor`), with `SpanEventHandler` added (the opt-in: each "
+            "line also becomes a span event; cap out of reach, so every call records one) vs "
+            "the same logger without it.",
+        ),
+        Group(
+            "log_loguru",
+            "6b. A loguru log line inside a span, as a span event or not",
+            "As 6a with loguru: a formatting sink, plus `install_loguru_span_events()` or not.",
+        ),
     )
 }
 
@@ -634,6 +752,22 @@ CASES: tuple[Case, ...] = (
         "baseline",
         lambda: _workflow_arm(False, False),
     ),
+    Case(
+        "log_stdlib",
+        "kilostar",
+        "+ SpanEventHandler",
+        "ours",
+        lambda: _log_stdlib_arm(True),
+    ),
+    Case("log_stdlib", "plain", "logging alone", "baseline", lambda: _log_stdlib_arm(False)),
+    Case(
+        "log_loguru",
+        "kilostar",
+        "+ install_loguru_span_events()",
+        "ours",
+        lambda: _log_loguru_arm(True),
+    ),
+    Case("log_loguru", "plain", "loguru alone", "baseline", lambda: _log_loguru_arm(False)),
 )
 
 

@@ -30,9 +30,10 @@ from typing import Any, Protocol
 
 from opentelemetry.context import Context
 
-# The module, not its ``_attach``: a wrapper must stay picklable (Ray ships wrapped functions to
-# its workers by value), and the fast ``_attach`` is a bound method of an unpicklable ContextVar.
-from kilostar_otel import context as _context
+# The module, not its ``attach_context``: a wrapper must stay picklable (Ray ships wrapped
+# functions to its workers by value), and the fast ``attach_context`` is a bound method of an
+# unpicklable ContextVar, so it is looked up through the module at call time.
+from kilostar_otel import _internals
 
 __all__ = ["Run", "Start", "detach", "wrap"]
 
@@ -61,7 +62,7 @@ Start = Callable[[dict[str, Any]], Run]
 def detach(token: Token[Context]) -> None:
     """Reset the context ``token`` came from; a token from another context is ignored."""
     try:
-        token.var.reset(token)
+        _internals.reset_context(token)
     except (ValueError, RuntimeError):
         # Created in another context (e.g. a generator finalised elsewhere): nothing to undo here.
         pass
@@ -87,7 +88,7 @@ def wrap(fn: Callable[..., Any], start: Start) -> Callable[..., Any]:
 def _wrap_function(fn: Callable[..., Any], start: Start) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         run = start(kwargs)
-        token = _context._attach(run.context)
+        token = _internals.attach_context(run.context)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -104,7 +105,7 @@ def _wrap_function(fn: Callable[..., Any], start: Start) -> Callable[..., Any]:
 def _wrap_coroutine(fn: Callable[..., Any], start: Start) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         run = start(kwargs)
-        token = _context._attach(run.context)
+        token = _internals.attach_context(run.context)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
@@ -124,7 +125,7 @@ def _wrap_generator(
     def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         # Runs at the first next(): a generator that is never started has no run.
         run = start(kwargs)
-        token = _context._attach(run.context)
+        token = _internals.attach_context(run.context)
         try:
             gen = fn(*args, **kwargs)
         except BaseException as exc:
@@ -135,7 +136,7 @@ def _wrap_generator(
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
-            token = _context._attach(run.context)
+            token = _internals.attach_context(run.context)
             try:
                 item = gen.send(to_send) if to_throw is None else gen.throw(to_throw)
             except StopIteration as stop:
@@ -151,7 +152,7 @@ def _wrap_generator(
             try:
                 to_send = yield item
             except GeneratorExit:
-                token = _context._attach(run.context)
+                token = _internals.attach_context(run.context)
                 try:
                     gen.close()
                 except BaseException as exc:
@@ -172,7 +173,7 @@ def _wrap_async_generator(
 ) -> Callable[..., AsyncGenerator[Any, Any]]:
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         run = start(kwargs)
-        token = _context._attach(run.context)
+        token = _internals.attach_context(run.context)
         try:
             agen = fn(*args, **kwargs)
         except BaseException as exc:
@@ -183,7 +184,7 @@ def _wrap_async_generator(
         to_send: Any = None
         to_throw: BaseException | None = None
         while True:
-            token = _context._attach(run.context)
+            token = _internals.attach_context(run.context)
             try:
                 if to_throw is None:
                     item = await agen.asend(to_send)
@@ -202,7 +203,7 @@ def _wrap_async_generator(
             try:
                 to_send = yield item
             except GeneratorExit:
-                token = _context._attach(run.context)
+                token = _internals.attach_context(run.context)
                 try:
                     await agen.aclose()
                 except BaseException as exc:

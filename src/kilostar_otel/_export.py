@@ -16,12 +16,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from kilostar_otel._guard import internal_error
 from kilostar_otel._internals import (
     abandon_batch,
     attribute_items,
@@ -34,7 +35,13 @@ from kilostar_otel._internals import (
 from kilostar_otel._poison import make_safe
 from kilostar_otel._settings import Settings
 
-__all__ = ["_ExportPipeline", "build_exporter", "span_bytes"]
+__all__ = [
+    "PROCESSOR_MARK",
+    "_ExportPipeline",
+    "build_exporter",
+    "mark_processor_installed",
+    "span_bytes",
+]
 
 # The warning is configure()'s: it keeps its logger name.
 _log = logging.getLogger("kilostar_otel.configure")
@@ -341,6 +348,12 @@ class _ExportPipeline(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue a sampled span; if the queue is full (spans or bytes), drop the oldest ones."""
+        try:
+            self._admit(span)
+        except Exception as exc:
+            internal_error("_ExportPipeline.on_end", exc)
+
+    def _admit(self, span: ReadableSpan) -> None:
         batch = self._batch
         ctx = span.context
         if batch is None or ctx is None or not ctx.trace_flags.sampled:
@@ -380,3 +393,17 @@ class _ExportPipeline(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now."""
         return self._batch.force_flush(timeout_millis) if self._batch is not None else True
+
+
+# -- recognising our processor on any provider ----------------------------------------------------
+
+#: Attribute set on a provider once the KiloStar span processor is added to it.
+PROCESSOR_MARK: Final = "_kilostar_processor_installed"
+
+
+def mark_processor_installed(provider: object) -> None:
+    """Remember on ``provider`` that the KiloStar span processor was added to it."""
+    try:
+        setattr(provider, PROCESSOR_MARK, True)
+    except AttributeError:
+        pass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import baggage, trace
@@ -48,6 +48,7 @@ __all__ = [
     "ray_tracing_hook_enabled",
     "reset_context",
     "runtime_context_var",
+    "sdk_encodes_none",
     "shutdown_batch",
     "span_processors_of",
     "stamp_attribute",
@@ -109,7 +110,7 @@ reset_context: Final[Callable[[contextvars.Token[Context]], None]] = (
 # --- SDK spans ---------------------------------------------------------------------------------
 
 
-def writable_attributes(span: object, room: int) -> dict[str, Any] | None:
+def writable_attributes(span: object, room: int) -> MutableMapping[str, Any] | None:
     """The SDK span's own attribute dict, when writing ``room`` new string values into it stores
     exactly what ``set_attribute`` would; else None (use ``set_attribute``).
 
@@ -247,6 +248,22 @@ def grpc_exporter_with_encoder(
                 return super()._translate_data(data)
 
     return FastOTLPSpanExporter
+
+
+def sdk_encodes_none() -> bool:
+    """Whether the installed OTLP encoder writes ``None`` as an empty ``AnyValue`` (1.43 on).
+
+    Older releases log and skip an attribute that is or holds ``None``. Probes the exporter's
+    ``_internal._encode_value``; verified on opentelemetry-exporter-otlp-proto-common 1.40-1.45.
+    Fallback: False (the caller then leaves such a batch to the SDK's own encoder).
+    """
+    try:
+        from opentelemetry.exporter.otlp.proto.common._internal import _encode_value
+
+        _encode_value(None)
+    except Exception:
+        return False
+    return True
 
 
 # --- SDK span processors and providers ---------------------------------------------------------
@@ -509,6 +526,13 @@ def _fast_sdk_configurator() -> bool:
     return issubclass(configurator, _BaseConfigurator)
 
 
+def _fast_sdk_encodes_none() -> bool:
+    # The probe reaches the SDK's value encoder (whatever it answers for None).
+    from opentelemetry.exporter.otlp.proto.common import _internal
+
+    return callable(getattr(_internal, "_encode_value", None))
+
+
 #: For each entry above, a check that its fast path is live on the installed versions (the test
 #: suite runs them all; each may import the optional library it is about).
 FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
@@ -524,4 +548,5 @@ FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
     "loguru_patcher": _fast_loguru,
     "ray": _fast_ray,
     "SDKConfigurator": _fast_sdk_configurator,
+    "sdk_encodes_none": _fast_sdk_encodes_none,
 }

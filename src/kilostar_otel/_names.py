@@ -16,6 +16,7 @@ __all__ = [
     "GEN_AI_WORKFLOW_NAME",
     "INSTRUMENTATION_NAME",
     "INVOKE_WORKFLOW",
+    "LOG_EVENTS_DROPPED_ATTRIBUTE",
     "REQUEST_ID_ATTRIBUTE",
     "REQUEST_ID_BAGGAGE",
     "REQUEST_ID_HEADER",
@@ -43,6 +44,8 @@ WORKFLOW_STARTED_EVENT: Final = "kilostar.workflow.started"
 #: Span attribute set by the export pipeline on a span it had to change to send it: what it did
 #: (``"encoding"``: text that is not valid UTF-8 was escaped; ``"size"``: long values were cut).
 SPAN_CUT_ATTRIBUTE: Final = "kilostar.span.cut"
+#: Span attribute: log records not recorded as span events because the span reached its cap.
+LOG_EVENTS_DROPPED_ATTRIBUTE: Final = "kilostar.log.dropped_events"
 
 #: GenAI semantic convention on workflow roots: ``gen_ai.operation.name = "invoke_workflow"``.
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"

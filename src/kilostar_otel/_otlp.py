@@ -25,6 +25,7 @@ from kilostar_otel._internals import (
     bounded_list_items,
     finished_span_fields,
     grpc_exporter_with_encoder,
+    sdk_encodes_none,
 )
 
 if TYPE_CHECKING:
@@ -109,8 +110,15 @@ def _any_value(value: object) -> bytes:
     return _any_value_slow(value)
 
 
+# Before 1.43 the SDK skips ``None`` values: such a batch is handed back to the SDK's encoder so
+# the bytes on the wire stay the SDK's.
+_sdk_encodes_none = functools.cache(sdk_encodes_none)
+
+
 def _any_value_slow(value: object) -> bytes:
     if value is None:
+        if not _sdk_encodes_none():
+            raise UnsupportedSpanError("None value (this SDK logs and skips it)")
         return b""
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"

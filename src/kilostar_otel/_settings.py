@@ -24,24 +24,53 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.util.types import AttributeValue
 
+from kilostar_otel._headers import is_token
+from kilostar_otel._names import DISTRIBUTION_NAME
 from kilostar_otel._version import __version__
-from kilostar_otel.sampling import sampler_from_name
+from kilostar_otel.sampling import (
+    DEFAULT_SAMPLER,
+    SAMPLER_ARG_ENV,
+    SAMPLER_ENV,
+    sampler_from_name,
+)
 
 __all__ = [
-    "PARAMS",
+    "COMPRESSION",
+    "COMPRESSIONS",
+    "DEFAULT_ENDPOINTS",
+    "DISABLED",
+    "ENDPOINT",
+    "EXPORTER",
+    "EXPORTERS",
+    "EXPORT_TIMEOUT_MILLIS",
     "Found",
+    "HEADERS",
+    "INSECURE",
+    "LINK_AWARE_SAMPLING",
+    "MAX_EXPORT_BATCH_SIZE",
+    "MAX_QUEUE_SIZE",
+    "PARAMS",
+    "PROPAGATOR",
+    "PROTOCOL",
+    "PROTOCOLS",
     "Param",
+    "RESOURCE_ATTRIBUTES",
+    "SAMPLER",
+    "SAMPLER_ARG",
+    "SCHEDULE_DELAY_MILLIS",
+    "SERVICE_NAME",
+    "SET_GLOBAL",
     "Settings",
+    "TIMEOUT",
     "build_propagator",
     "lookup",
     "resolve_settings",
-    "sampler_from_environment",
 ]
 
 # The warnings are configure()'s: they keep its logger name.
 _log = logging.getLogger("kilostar_otel.configure")
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 PROTOCOLS: Final = ("grpc", "http/protobuf")
 COMPRESSIONS: Final = ("gzip", "deflate", "none")
@@ -50,7 +79,6 @@ DEFAULT_ENDPOINTS: Final = {
     "grpc": "http://localhost:4317",
     "http/protobuf": "http://localhost:4318/v1/traces",
 }
-_HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -58,7 +86,7 @@ _BAD_VALUE_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
-class Param(Generic[T]):
+class Param(Generic[_T]):
     """One setting: its ``configure()`` argument, the variables that fill it, and its default.
 
     ``parse(value, source)`` checks an argument or a variable's text and returns the typed value;
@@ -68,21 +96,21 @@ class Param(Generic[T]):
 
     argument: str
     env: tuple[str, ...]
-    default: T
-    parse: Callable[[Any, str], T]
+    default: _T
+    parse: Callable[[Any, str], _T]
     doc: str
     exporter_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class Found(Generic[T]):
+class Found(Generic[_T]):
     """A looked-up value and where it came from: the argument, a variable, or ``"default"``."""
 
-    value: T
+    value: _T
     source: str
 
 
-def lookup(param: Param[T], argument: object = None, *, use_env: bool = True) -> Found[T]:
+def lookup(param: Param[_T], argument: object = None, *, use_env: bool = True) -> Found[_T]:
     """``argument`` if given, else the first of ``param.env`` set (not blank), else the default."""
     if argument is not None:
         return Found(param.parse(argument, param.argument), param.argument)
@@ -156,7 +184,7 @@ def _endpoint_text(value: object, source: str) -> str:
 def _headers(value: Mapping[str, str], source: str) -> dict[str, str]:
     checked: dict[str, str] = {}
     for name, text in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME_RE.fullmatch(name):
+        if not is_token(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP header name")
         if not isinstance(text, str) or _BAD_VALUE_RE.search(text):
             raise ValueError(f"header {name!r} must have a string value without control chars")
@@ -232,10 +260,10 @@ EXPORTER: Final = Param[SpanExporter | str](
     "exporter", ("OTEL_TRACES_EXPORTER",), "otlp", _exporter,
     "a SpanExporter, or 'otlp', 'console', 'none'")
 SAMPLER: Final = Param[Sampler | str](
-    "sampler", ("OTEL_TRACES_SAMPLER",), "parentbased_always_on", _sampler,
+    "sampler", (SAMPLER_ENV,), DEFAULT_SAMPLER, _sampler,
     "a Sampler, or a sampler name")
 SAMPLER_ARG: Final = Param[float | str | None](
-    "sampler_arg", ("OTEL_TRACES_SAMPLER_ARG",), None, _sampler_arg,
+    "sampler_arg", (SAMPLER_ARG_ENV,), None, _sampler_arg,
     "the named sampler's argument (the ratio); its variable counts only with OTEL_TRACES_SAMPLER")
 LINK_AWARE_SAMPLING: Final = Param[bool](
     "link_aware_sampling", (), True, _flag, "wrap the sampler in LinkAwareSampler")
@@ -421,14 +449,6 @@ def resolve_settings(
     )
 
 
-def sampler_from_environment() -> tuple[str, str | None]:
-    """The sampler name and argument ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` set."""
-    name = lookup(SAMPLER).value
-    arg = lookup(SAMPLER_ARG).value
-    assert isinstance(name, str)  # a variable is always text
-    return name, None if arg is None else str(arg)
-
-
 def build_propagator(settings: Settings) -> TextMapPropagator:
     """The propagator ``settings`` names (loading ``OTEL_PROPAGATORS`` entry points)."""
     if isinstance(settings.propagator, TextMapPropagator):
@@ -461,7 +481,7 @@ def _resource(
     service_name: str | None, attributes: Mapping[str, AttributeValue] | None
 ) -> dict[str, Any]:
     merged: dict[str, Any] = {
-        "telemetry.distro.name": "kilostar-otel",
+        "telemetry.distro.name": DISTRIBUTION_NAME,
         "telemetry.distro.version": __version__,
     }
     merged.update(lookup(RESOURCE_ATTRIBUTES, attributes).value or {})

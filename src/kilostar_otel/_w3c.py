@@ -108,16 +108,19 @@ _TS_VALUE_RE = re.compile(r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\
 _TS_MAX_MEMBERS = 32
 _TS_PROPAGATE_LENGTH = 512
 _TS_LARGE_MEMBER = 128
-_TS_MAX_INPUT = 8192
+# The longest header 32 valid members can make (32 x 513 characters and 31 commas) plus room for
+# optional white space; anything longer is invalid and discarded without being split.
+_TS_MAX_INPUT = 32 * 513 + 31 + 1024
 
 
 def parse_tracestate(values: Iterable[object] | None) -> TraceState | None:
     """Parse ``tracestate`` header lines (combined with ``,``) into a :class:`TraceState`.
 
-    Keys follow the level-2 grammar (``@`` anywhere, up to 256 characters). Invalid members are
-    dropped one by one, not the whole header; for a duplicated key the first
-    (most recent) member is kept. Beyond 32 members or 512 characters, members longer than 128
-    characters go first, then members from the end, as Trace Context level 2 recommends.
+    Keys follow the level-2 grammar (``@`` anywhere, up to 256 characters). The header is all or
+    nothing, as the W3C test suite expects: one invalid member, or more than 32 members, discards
+    the whole ``tracestate`` (None). For a duplicated key the first (most recent) member is kept.
+    A valid header longer than 512 characters loses members longer than 128 characters first,
+    then members from the end, as Trace Context level 2 recommends for propagation.
     """
     if values is None:
         return None
@@ -126,25 +129,25 @@ def parse_tracestate(values: Iterable[object] | None) -> TraceState | None:
         return None
     header = ",".join(lines)
     if len(header) > _TS_MAX_INPUT:
-        header = header[: _TS_MAX_INPUT + 1].rsplit(",", 1)[0]
+        return None
     members: dict[str, str] = {}
+    count = 0
     for raw in header.split(","):
         member = raw.strip(_OWS)
         if not member:
             continue
+        count += 1
+        if count > _TS_MAX_MEMBERS:
+            return None
         key, eq, val = member.partition("=")
-        if (
-            not eq
-            or key in members
-            or _TS_KEY_RE.fullmatch(key) is None
-            or _TS_VALUE_RE.fullmatch(val) is None
-        ):
-            continue
-        members[key] = val
+        if not eq or _TS_KEY_RE.fullmatch(key) is None or _TS_VALUE_RE.fullmatch(val) is None:
+            return None
+        if key not in members:
+            members[key] = val
     if not members:
         return None
     pairs = list(members.items())
-    if len(pairs) > _TS_MAX_MEMBERS or _tracestate_length(pairs) > _TS_PROPAGATE_LENGTH:
+    if _tracestate_length(pairs) > _TS_PROPAGATE_LENGTH:
         pairs = _truncate_tracestate(pairs)
     return checked_trace_state(pairs)
 
@@ -156,12 +159,10 @@ def _tracestate_length(pairs: list[tuple[str, str]]) -> int:
 def _truncate_tracestate(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     large = [p for p in pairs if len(p[0]) + len(p[1]) + 1 > _TS_LARGE_MEMBER]
     for pair in reversed(large):
-        if len(pairs) <= _TS_MAX_MEMBERS and _tracestate_length(pairs) <= _TS_PROPAGATE_LENGTH:
+        if _tracestate_length(pairs) <= _TS_PROPAGATE_LENGTH:
             break
         pairs.remove(pair)
-    while pairs and (
-        len(pairs) > _TS_MAX_MEMBERS or _tracestate_length(pairs) > _TS_PROPAGATE_LENGTH
-    ):
+    while pairs and _tracestate_length(pairs) > _TS_PROPAGATE_LENGTH:
         pairs.pop()
     return pairs
 

@@ -31,7 +31,12 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from kilostar_otel._export import _ExportPipeline, build_exporter
+from kilostar_otel._export import (
+    PROCESSOR_MARK,
+    _ExportPipeline,
+    build_exporter,
+    mark_processor_installed,
+)
 from kilostar_otel._internals import span_processors_of
 from kilostar_otel._settings import Settings, build_propagator, resolve_settings
 from kilostar_otel.processor import KiloStarSpanProcessor
@@ -503,7 +508,7 @@ def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Tele
         # processor to it if missing and leave its exporters and sampler alone.
         if not has_kilostar_processor(installed):
             installed.add_span_processor(KiloStarSpanProcessor())
-            _mark(installed)
+            mark_processor_installed(installed)
         _log.warning(
             "configure(): a TracerProvider is already installed; added the KiloStar span "
             "processor to it and left its exporters and sampler unchanged"
@@ -531,7 +536,7 @@ def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Tele
 
     slot = _SamplerSlot(_build_sampler(settings))
     provider, exporter, pipeline = _build_provider(settings, slot, False)  # shut down by atexit
-    _mark(provider)
+    mark_processor_installed(provider)
     trace.set_tracer_provider(provider)
     if trace.get_tracer_provider() is not provider:
         message = "another TracerProvider was installed concurrently; configure() lost"
@@ -590,18 +595,9 @@ def _reconfigure(
 
 # -- recognising our processor on any provider ----------------------------------------------------
 
-_MARK: Final = "_kilostar_processor_installed"
-
-
-def _mark(provider: TracerProvider) -> None:
-    try:
-        setattr(provider, _MARK, True)
-    except AttributeError:
-        pass
-
 
 def has_kilostar_processor(provider: object) -> bool:
     """True when ``provider`` already has a :class:`KiloStarSpanProcessor` (never add two)."""
-    if getattr(provider, _MARK, False):
+    if getattr(provider, PROCESSOR_MARK, False):
         return True
     return any(isinstance(p, KiloStarSpanProcessor) for p in span_processors_of(provider))

@@ -1,12 +1,14 @@
-"""The two ids, ``request_id`` and ``trace_id``, kept in the OpenTelemetry context.
+"""The two ids, ``request_id`` and ``trace_id``: the seed's API, bridged to OpenTelemetry.
 
-Both ids live in the current OpenTelemetry :class:`~opentelemetry.context.Context`, so one attach
-binds an id, spans and propagators see it, and anything that carries the OTel context (asyncio
-tasks, :func:`wrap`, :func:`snapshot`) carries the ids too. The request id is also the W3C baggage
-entry ``kilostar.request_id``: there is one truth, readable with ``baggage.get_baggage``.
+Binding an id sets it where the seed kept it, in a ``ContextVar`` of its own (so the tokens are
+real :class:`contextvars.Token` objects and binds, resets and scopes behave exactly as in the
+seed, also when they interleave with spans), and in the current OpenTelemetry
+:class:`~opentelemetry.context.Context`, so spans, propagators and anything that carries the OTel
+context see it. The request id is also the W3C baggage entry ``kilostar.request_id``, readable
+with ``baggage.get_baggage``.
 
 The seed API (``get_request_id``, ``bind_request_id``, ``request_id_scope``, ``snapshot``, ...)
-keeps its names and semantics.
+keeps its names and semantics; ``docs/migration.md`` lists the few deliberate differences.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -22,26 +25,30 @@ from opentelemetry.context import Context
 
 from kilostar_otel import _w3c
 from kilostar_otel._idcontext import (
-    BOUND_REQUEST_ID_KEY,
+    CONTEXT_ID,
+    OTEL_TOKEN,
+    REQUEST_ID_VAR,
+    SEED_REQUEST_KEY,
+    SEED_TRACE_KEY,
     TRACE_ID_KEY,
+    TRACE_ID_VAR,
+    VAR_TOKEN,
     baggage_of,
-    context_with_request_id,
-    context_with_trace_id,
-    derive,
+    context_from_snapshot,
+    current_request_id,
+    current_trace_id,
+    request_id_from,
+    seed_record,
+    snapshot_id,
     trace_id_from,
 )
-
-# Re-exported for workflow.py and integrations/ray.py until they import from _idcontext.
-from kilostar_otel._idcontext import context_from_snapshot as context_from_snapshot
-from kilostar_otel._idcontext import request_id_from as request_id_from
-from kilostar_otel._internals import BAGGAGE_KEY as OTEL_BAGGAGE_KEY
+from kilostar_otel._idcontext import context_with_request_id as context_with_request_id
 from kilostar_otel._internals import attach_context, current_context, reset_context
 from kilostar_otel._names import REQUEST_ID_BAGGAGE
 from kilostar_otel.ids import new_request_id
 
 __all__ = [
     "BAGGAGE_KEY",
-    "IdToken",
     "apply_snapshot",
     "bind_request_id",
     "bind_trace_id",
@@ -59,129 +66,147 @@ __all__ = [
 #: W3C baggage entry that carries the request id.
 BAGGAGE_KEY = REQUEST_ID_BAGGAGE
 
-# Names other modules imported from here before the primitives moved to _idcontext/_internals;
-# kept until workflow.py and integrations/ray.py import from there (see docs/architecture.md).
-_BOUND_REQUEST_ID_KEY = BOUND_REQUEST_ID_KEY
-_TRACE_ID_KEY = TRACE_ID_KEY
-_get_current = current_context
-_attach = attach_context
-_reset_var = reset_context
-
 _F = TypeVar("_F", bound=Callable[..., Any])
+_set_request_var = REQUEST_ID_VAR.set
+_reset_request_var = REQUEST_ID_VAR.reset
 
 
 def get_request_id(context: Context | None = None) -> str:
     """Return the current ``request_id``, or ``""`` when none is bound.
 
     A request id bound in this process wins; otherwise a valid ``kilostar.request_id`` baggage
-    entry (for example one extracted by the W3C baggage propagator) is returned.
+    entry (for example one extracted by the W3C baggage propagator) is returned. With
+    ``context``, the id that context holds.
     """
-    return request_id_from(current_context() if context is None else context)
+    return current_request_id() if context is None else request_id_from(context)
 
 
 def get_trace_id(context: Context | None = None) -> str:
     """Return the current workflow ``trace_id``, or ``""`` when none is bound."""
-    value = (current_context() if context is None else context).get(TRACE_ID_KEY)
-    return value if type(value) is str else ""
-
-
-def _undo(otel_token: contextvars.Token[Context], attached: Context, is_request: bool) -> None:
-    """Undo one bind: exactly when nothing was attached since, else restore only that id."""
-    current = current_context()
-    if current is attached:
-        # Raises ValueError in another thread or task and RuntimeError on reuse, as the seed did.
-        otel_token.var.reset(otel_token)
-        return
-    previous = otel_token.old_value
-    if not isinstance(previous, Context):
-        previous = Context()
-    if is_request:
-        old_entry = baggage_of(previous).get(REQUEST_ID_BAGGAGE)
-        bag = dict(baggage_of(current))
-        if old_entry is None:
-            bag.pop(REQUEST_ID_BAGGAGE, None)
-        else:
-            bag[REQUEST_ID_BAGGAGE] = old_entry
-        updates = {
-            OTEL_BAGGAGE_KEY: bag,
-            BOUND_REQUEST_ID_KEY: previous.get(BOUND_REQUEST_ID_KEY),
-        }
-    else:
-        updates = {TRACE_ID_KEY: previous.get(TRACE_ID_KEY)}
-    target = derive(current, updates)
-    otel_token.var.reset(otel_token)
-    attach_context(target)
-
-
-class IdToken:
-    """Restores an id to its previous value; returned by :func:`bind_request_id` and friends.
-
-    Pass it to the matching ``reset_*`` function once, in the same thread or task (as with
-    :class:`contextvars.Token`). Resets may come in any order: each restores only its own id.
-    """
-
-    __slots__ = ("_attached", "_is_request", "_otel_token")
-
-    def __init__(
-        self, otel_token: contextvars.Token[Context], attached: Context, is_request: bool
-    ) -> None:
-        self._otel_token = otel_token
-        self._attached = attached
-        self._is_request = is_request
-
-    def _reset(self) -> None:
-        _undo(self._otel_token, self._attached, self._is_request)
+    return current_trace_id() if context is None else trace_id_from(context)
 
 
 def _coerce(value: object) -> str:
     return value if type(value) is str else ("" if value is None else str(value))
 
 
-def bind_request_id(request_id: str) -> IdToken:
+def _request_context(ctx: Context, value: str, record: list[Any]) -> Context:
+    """``ctx`` with ``value`` as the bound request id (and baggage entry), made by ``record``."""
+    return context_with_request_id(ctx, value, record)
+
+
+def _trace_context(ctx: Context, value: str, record: list[Any]) -> Context:
+    return Context({**ctx, TRACE_ID_KEY: value, SEED_TRACE_KEY: record})
+
+
+def _bind(
+    var: ContextVar[str], make: Callable[[Context, str, list[Any]], Context], value: str
+) -> Token[str]:
+    token = var.set(value)
+    record = seed_record(value, token)
+    ctx = make(current_context(), value, record)
+    record[OTEL_TOKEN] = attach_context(ctx)
+    record[CONTEXT_ID] = id(ctx)
+    return token
+
+
+def _reset(
+    var: ContextVar[str],
+    key: str,
+    make: Callable[[Context, str, list[Any]], Context],
+    token: Token[str],
+) -> None:
+    # The seed's reset, with the seed's errors: TypeError for something that is not a token,
+    # ValueError for a token of the other id or from another thread or task, RuntimeError on reuse.
+    var.reset(token)
+    current = current_context()
+    record: Any = current.get(key)
+    if type(record) is list and record[VAR_TOKEN] is token and record[CONTEXT_ID] == id(current):
+        reset_context(record[OTEL_TOKEN])  # nothing was attached since the bind: undo it exactly
+        return
+    _follow(var, make)
+
+
+def _follow(var: ContextVar[str], make: Callable[[Context, str, list[Any]], Context]) -> None:
+    """After a reset out of order with other attaches (a span, another scope): make the current
+    OpenTelemetry context follow the variable, keeping everything else that is current now."""
+    value = var.get()
+    attach_context(make(current_context(), value, seed_record(value)))
+
+
+def bind_request_id(request_id: str) -> Token[str]:
     """Bind ``request_id`` in the current context; return a token for :func:`reset_request_id`.
 
-    The id also becomes the baggage entry ``kilostar.request_id``. Prefer
-    :func:`request_id_scope`, which resets for you.
+    The token is a :class:`contextvars.Token`, as in the seed. The id also becomes the baggage
+    entry ``kilostar.request_id``. Prefer :func:`request_id_scope`, which resets for you.
     """
     if type(request_id) is not str:
         request_id = _coerce(request_id)
-    ctx = context_with_request_id(current_context(), request_id)
-    return IdToken(attach_context(ctx), ctx, True)
+    return _bind(REQUEST_ID_VAR, _request_context, request_id)
 
 
-def bind_trace_id(trace_id: str) -> IdToken:
+def bind_trace_id(trace_id: str) -> Token[str]:
     """Bind ``trace_id`` in the current context; return a token for :func:`reset_trace_id`."""
     if type(trace_id) is not str:
         trace_id = _coerce(trace_id)
-    ctx = context_with_trace_id(current_context(), trace_id)
-    return IdToken(attach_context(ctx), ctx, False)
+    return _bind(TRACE_ID_VAR, _trace_context, trace_id)
 
 
-def reset_request_id(token: IdToken) -> None:
+def reset_request_id(token: Token[str]) -> None:
     """Restore the request id that was current before the matching :func:`bind_request_id`."""
-    token._reset()
+    _reset(REQUEST_ID_VAR, SEED_REQUEST_KEY, _request_context, token)
 
 
-def reset_trace_id(token: IdToken) -> None:
+def reset_trace_id(token: Token[str]) -> None:
     """Restore the trace id that was current before the matching :func:`bind_trace_id`."""
-    token._reset()
+    _reset(TRACE_ID_VAR, SEED_TRACE_KEY, _trace_context, token)
 
 
-class _RequestIdScope:
-    """``with request_id_scope(rid):`` -- one context attach on enter, one reset on exit."""
+class _Scope:
+    """A bind for a ``with`` block, or for each call of a decorated function (like the seed's)."""
 
-    __slots__ = ("_attached", "_token", "_value")
+    __slots__ = ("_attached", "_otel_token", "_token", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
 
     def __enter__(self) -> str:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def __call__(self, fn: _F) -> _F:
+        """Use the scope as a decorator: each call binds the id for the call's duration."""
+
+        @functools.wraps(fn)
+        def scoped(*args: Any, **kwargs: Any) -> Any:
+            with type(self)(self._value):
+                return fn(*args, **kwargs)
+
+        return scoped  # type: ignore[return-value]
+
+
+class _RequestIdScope(_Scope):
+    """``with request_id_scope(rid):`` -- a bind on enter, its reset on exit."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> str:
+        # This runs on every request: the variable and the context, set directly. A scope's
+        # context needs no seed record (see _idcontext): it is current exactly while the scope
+        # is, so its id stands; the variable keeps binds and resets inside the block seed-exact.
         value = self._value
         if type(value) is not str:
             value = self._value = _coerce(value)
-        ctx = context_with_request_id(current_context(), value)
-        self._attached = ctx
-        self._token = attach_context(ctx)
+        self._token = _set_request_var(value)
+        ctx = self._attached = context_with_request_id(current_context(), value)
+        self._otel_token = attach_context(ctx)
         return value
 
     def __exit__(
@@ -190,13 +215,14 @@ class _RequestIdScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        _reset_request_var(self._token)  # the seed's errors, as in _reset
         if current_context() is self._attached:
-            reset_context(self._token)
+            reset_context(self._otel_token)
         else:
-            _undo(self._token, self._attached, True)
+            _follow(REQUEST_ID_VAR, _request_context)
 
 
-class _TraceIdScope(_RequestIdScope):
+class _TraceIdScope(_Scope):
     """``with trace_id_scope(tid):``."""
 
     __slots__ = ()
@@ -205,8 +231,9 @@ class _TraceIdScope(_RequestIdScope):
         value = self._value
         if type(value) is not str:
             value = self._value = _coerce(value)
-        ctx = self._attached = context_with_trace_id(current_context(), value)
-        self._token = attach_context(ctx)
+        self._token = TRACE_ID_VAR.set(value)
+        ctx = self._attached = Context({**current_context(), TRACE_ID_KEY: value})
+        self._otel_token = attach_context(ctx)
         return value
 
     def __exit__(
@@ -215,16 +242,23 @@ class _TraceIdScope(_RequestIdScope):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _undo(self._token, self._attached, False)
+        TRACE_ID_VAR.reset(self._token)
+        if current_context() is self._attached:
+            reset_context(self._otel_token)
+        else:
+            _follow(TRACE_ID_VAR, _trace_context)
 
 
 def request_id_scope(request_id: str) -> _RequestIdScope:
-    """Bind ``request_id`` for a ``with`` block and restore the previous one on exit."""
+    """Bind ``request_id`` for a ``with`` block and restore the previous one on exit.
+
+    Also a decorator, as the seed's was: ``@request_id_scope("req-1")`` binds it for each call.
+    """
     return _RequestIdScope(request_id)
 
 
 def trace_id_scope(trace_id: str) -> _TraceIdScope:
-    """Bind ``trace_id`` for a ``with`` block and restore the previous one on exit."""
+    """Bind ``trace_id`` for a ``with`` block and restore the previous one on exit (or decorate)."""
     return _TraceIdScope(trace_id)
 
 
@@ -239,13 +273,20 @@ def snapshot() -> dict[str, str]:
     re-enter it there with :func:`apply_snapshot`.
     """
     ctx = current_context()
-    snap = {"request_id": request_id_from(ctx), "trace_id": trace_id_from(ctx)}
+    request_id = current_request_id()
+    snap = {"request_id": request_id, "trace_id": current_trace_id()}
     span_context = trace.get_current_span(ctx).get_span_context()
     if span_context.is_valid:
         snap["traceparent"] = _w3c.format_traceparent(span_context)
         if span_context.trace_state:
             snap["tracestate"] = span_context.trace_state.to_header()
     bag = baggage_of(ctx)
+    if bag.get(REQUEST_ID_BAGGAGE, "") != request_id:
+        bag = dict(bag)  # the context's entry is stale (see _idcontext): the id is the truth
+        if request_id:
+            bag[REQUEST_ID_BAGGAGE] = request_id
+        else:
+            bag.pop(REQUEST_ID_BAGGAGE, None)
     if bag:
         header = _w3c.format_baggage(bag)
         if header:
@@ -257,18 +298,38 @@ class apply_snapshot:  # noqa: N801 - the seed's name, used as ``with apply_snap
     """Make a :func:`snapshot` current for a ``with`` block: ids, parent span and baggage.
 
     Spans started inside are children of the snapshot's span (same trace). Accepts the seed's
-    two-key dicts, ``None`` and ``{}``; wrong types and malformed fields are ignored, never raised.
+    two-key dicts, ``None`` and ``{}``; ids of any string are bound exactly (non-``str`` ones as
+    ``str``); wrong types and malformed fields are ignored, never raised. Also a decorator.
     """
 
-    __slots__ = ("_snap", "_token")
+    __slots__ = ("_snap", "_token", "_var_tokens")
 
     def __init__(self, snap: Mapping[str, str] | None) -> None:
         self._snap = snap
         self._token: contextvars.Token[Context] | None = None
+        self._var_tokens: list[Token[str]] = []
 
     def __enter__(self) -> None:
-        ctx = context_from_snapshot(self._snap, current_context())
-        self._token = None if ctx is None else attach_context(ctx)
+        snap = self._snap
+        ctx = context_from_snapshot(snap, current_context())
+        if ctx is None:
+            return
+        assert isinstance(snap, Mapping)  # context_from_snapshot returns None otherwise
+        updates: dict[str, object] = {}
+        # As the seed did, the ids are bound in its variables too (see bind_request_id).
+        request_id = snapshot_id(snap.get("request_id"))
+        if request_id is not None:
+            token = REQUEST_ID_VAR.set(request_id)
+            self._var_tokens.append(token)
+            updates[SEED_REQUEST_KEY] = seed_record(request_id, token)
+        trace_id = snapshot_id(snap.get("trace_id"))
+        if trace_id is not None:
+            token = TRACE_ID_VAR.set(trace_id)
+            self._var_tokens.append(token)
+            updates[SEED_TRACE_KEY] = seed_record(trace_id, token)
+        if updates:
+            ctx = Context({**ctx, **updates})
+        self._token = attach_context(ctx)
 
     def __exit__(
         self,
@@ -277,6 +338,7 @@ class apply_snapshot:  # noqa: N801 - the seed's name, used as ``with apply_snap
         tb: TracebackType | None,
     ) -> None:
         token, self._token = self._token, None
+        tokens, self._var_tokens = self._var_tokens, []
         if token is not None:
             try:
                 token.var.reset(token)
@@ -284,6 +346,22 @@ class apply_snapshot:  # noqa: N801 - the seed's name, used as ``with apply_snap
                 # The token belongs to another context (e.g. a generator resumed elsewhere): the
                 # context we are in now was never changed by us, so there is nothing to undo.
                 pass
+        for var_token in reversed(tokens):
+            try:
+                var_token.var.reset(var_token)
+            except (ValueError, RuntimeError):
+                pass  # as the seed: a token of another context is tolerated
+
+    def __call__(self, fn: _F) -> _F:
+        """Use it as a decorator, as the seed's allowed: each call runs inside the snapshot."""
+        snap = self._snap
+
+        @functools.wraps(fn)
+        def applied(*args: Any, **kwargs: Any) -> Any:
+            with apply_snapshot(snap):
+                return fn(*args, **kwargs)
+
+        return applied  # type: ignore[return-value]
 
 
 def wrap(fn: _F) -> _F:

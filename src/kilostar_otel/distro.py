@@ -18,20 +18,19 @@ from opentelemetry import trace
 
 # The module is marked "type: ignore" upstream, so mypy sees no names in it.
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Sampler
 
-from kilostar_otel.configure import _mark, has_kilostar_processor
+from kilostar_otel._export import mark_processor_installed
+from kilostar_otel._internals import SDKConfigurator
+from kilostar_otel._names import ENTRY_POINT_NAME
+from kilostar_otel.configure import has_kilostar_processor
 from kilostar_otel.processor import KiloStarSpanProcessor
 from kilostar_otel.sampling import LinkAwareSampler, sampler_from_env
 
 __all__ = ["KiloStarConfigurator", "KiloStarDistro", "install_span_processor", "opted_in"]
 
 _log = logging.getLogger(__name__)
-
-#: Our name in the ``opentelemetry_propagator`` / ``_configurator`` / ``_distro`` groups.
-ENTRY_POINT_NAME = "kilostar"
 
 
 def opted_in() -> bool:
@@ -44,7 +43,7 @@ def opted_in() -> bool:
     )
 
 
-class KiloStarConfigurator(_OTelSDKConfigurator):
+class KiloStarConfigurator(SDKConfigurator):
     """The SDK's configurator plus, when opted in, our span processor and link-aware sampler."""
 
     def _configure(self, **kwargs: Any) -> None:
@@ -65,7 +64,7 @@ class KiloStarConfigurator(_OTelSDKConfigurator):
         super()._configure(**kwargs)  # type: ignore[no-untyped-call]
         provider = trace.get_tracer_provider()
         if opted_in() and isinstance(provider, TracerProvider):
-            _mark(provider)
+            mark_processor_installed(provider)
 
 
 def install_span_processor() -> None:
@@ -80,7 +79,7 @@ def install_span_processor() -> None:
         provider = trace.get_tracer_provider()
         if isinstance(provider, TracerProvider) and not has_kilostar_processor(provider):
             provider.add_span_processor(KiloStarSpanProcessor())
-            _mark(provider)
+            mark_processor_installed(provider)
     except Exception:
         _log.exception("kilostar: could not add the KiloStar span processor")
 

@@ -10,15 +10,16 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._idcontext import TRACE_ID_KEY, request_id_from
-from kilostar_otel._internals import current_context, stamp_attribute, writable_attributes
+from kilostar_otel._idcontext import (
+    TRACE_ID_KEY,
+    current_request_id,
+    current_trace_id,
+    request_id_from,
+)
+from kilostar_otel._internals import current_context, writable_attributes
 from kilostar_otel._names import REQUEST_ID_ATTRIBUTE, TRACE_ID_ATTRIBUTE
 
 __all__ = ["REQUEST_ID_ATTRIBUTE", "TRACE_ID_ATTRIBUTE", "KiloStarSpanProcessor"]
-
-
-# The name workflow.py imports (until it imports ``_internals.stamp_attribute``).
-_stamp = stamp_attribute
 
 
 class KiloStarSpanProcessor(SpanProcessor):
@@ -31,14 +32,14 @@ class KiloStarSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Stamp the ids on ``span``."""
         try:
-            ctx = current_context() if parent_context is None else parent_context
-            request_id = request_id_from(ctx)
-            trace_id = ctx.get(TRACE_ID_KEY)
-            if parent_context is not None and (not request_id or not trace_id):
+            if parent_context is None:
                 current = current_context()
-                request_id = request_id or request_id_from(current)
-                trace_id = trace_id or current.get(TRACE_ID_KEY)
-            if trace_id is not None and type(trace_id) is not str:
+                request_id = current_request_id(current)
+                trace_id: object = current_trace_id(current)
+            else:
+                request_id = request_id_from(parent_context) or current_request_id()
+                trace_id = parent_context.get(TRACE_ID_KEY) or current_trace_id()
+            if type(trace_id) is not str:
                 trace_id = None
             if not request_id and not trace_id:
                 return
@@ -57,7 +58,7 @@ class KiloStarSpanProcessor(SpanProcessor):
                 )
             elif request_id:
                 span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-            else:
+            elif trace_id:
                 span.set_attribute(TRACE_ID_ATTRIBUTE, trace_id)
         except Exception as exc:
             internal_error("KiloStarSpanProcessor.on_start", exc)

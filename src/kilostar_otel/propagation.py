@@ -7,6 +7,7 @@ with :func:`set_global` or with ``OTEL_PROPAGATORS=tracecontext,baggage,kilostar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -30,7 +31,12 @@ from opentelemetry.trace import (
 from kilostar_otel import _w3c
 from kilostar_otel._guard import internal_error
 from kilostar_otel._headers import header_lines, is_token, one_value
-from kilostar_otel._idcontext import context_with_request_id, request_id_from
+from kilostar_otel._idcontext import (
+    baggage_of,
+    context_with_request_id,
+    current_request_id,
+    request_id_from,
+)
 from kilostar_otel._internals import BAGGAGE_KEY, current_context
 from kilostar_otel._names import (
     BAGGAGE_HEADER,
@@ -144,16 +150,33 @@ class KiloStarPropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        """Write the context's request id (if valid) and baggage into ``carrier``; never raises."""
+        """Write the context's request id and baggage into ``carrier``; never raises.
+
+        An id bound here that fails the request-id policy (any string may be bound) still travels,
+        percent-encoded, in the ``baggage`` entry; the request-id header is left out for it, and
+        a warning says so once per process.
+        """
         try:
-            ctx = current_context() if context is None else context
-            request_id = request_id_from(ctx)
-            if request_id and not self._valid(request_id):
-                request_id = ""
+            if context is None:
+                ctx = current_context()
+                request_id = current_request_id()
+                bag = ctx.get(BAGGAGE_KEY)
+                if request_id != (baggage_of(ctx).get(REQUEST_ID_BAGGAGE) or ""):
+                    # The context's entry is stale (see _idcontext): the bound id is the truth.
+                    bag = {**baggage_of(ctx), REQUEST_ID_BAGGAGE: request_id}
+                    if not request_id:
+                        del bag[REQUEST_ID_BAGGAGE]
+            else:
+                ctx = context
+                request_id = request_id_from(ctx)
+                bag = ctx.get(BAGGAGE_KEY)
             if request_id and self._inject_header:
-                setter.set(carrier, self._header, request_id)
+                if self._valid(request_id):
+                    setter.set(carrier, self._header, request_id)
+                else:
+                    _warn_header_left_out(self._header)
             if self._inject_baggage:
-                header = _baggage_header(ctx.get(BAGGAGE_KEY))
+                header = _baggage_header(bag)
                 if header:
                     setter.set(carrier, BAGGAGE_HEADER, header)
         except Exception as exc:
@@ -163,6 +186,24 @@ class KiloStarPropagator(TextMapPropagator):
     def fields(self) -> set[str]:
         """The header names :meth:`inject` writes."""
         return set(self._fields)
+
+
+_log = logging.getLogger("kilostar_otel")
+_warned_header: list[bool] = []
+
+
+def _warn_header_left_out(header: str) -> None:
+    """Say once per process why a bound request id is not written to the request-id header."""
+    if not _warned_header:
+        _warned_header.append(True)
+        _log.warning(
+            "kilostar_otel: a bound request id does not pass the request-id policy (1-200 "
+            "characters of A-Z a-z 0-9 - _ . : + / = @), so it is not written to the %s header; "
+            "it travels percent-encoded in the baggage entry %s instead. Receivers validate "
+            "incoming ids and treat this one as absent. Logged once per process.",
+            header,
+            REQUEST_ID_BAGGAGE,
+        )
 
 
 # The last baggage dict formatted, and its header: contexts share their (copy-on-write) baggage
@@ -250,9 +291,10 @@ class TraceContextPropagator(TextMapPropagator):
 
     Unlike ``TraceContextTextMapPropagator`` it treats repeated ``traceparent`` lines as invalid
     (the trace restarts instead of silently taking the first line), keeps a ``tracestate`` whose
-    members repeat a key or are partly invalid (each bad member is dropped, not the whole header),
-    accepts level-2 keys (``@`` anywhere, up to 256 characters, a leading digit), and truncates an
-    oversized ``tracestate`` the way level 2 recommends. ``traceparent`` is matched in any case.
+    members repeat a key (the first wins), accepts level-2 keys (``@`` anywhere, up to 256
+    characters, a leading digit), and truncates a ``tracestate`` beyond 512 characters the way
+    level 2 recommends. A ``tracestate`` with an invalid member or more than 32 members is
+    discarded whole, as the W3C test suite expects. ``traceparent`` is matched in any case.
     """
 
     _TRACEPARENT = TRACEPARENT_HEADER

@@ -7,6 +7,7 @@ links that point at nothing. :class:`LinkAwareSampler` decides such a root from 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Final
 
@@ -29,6 +30,13 @@ from opentelemetry.util.types import Attributes
 from kilostar_otel._guard import internal_error
 
 __all__ = ["LinkAwareSampler", "sampler_from_env", "sampler_from_name"]
+
+#: The variables that name the sampler and its argument (configure() reads them through its
+#: settings table, which takes these names and :data:`DEFAULT_SAMPLER` from here).
+SAMPLER_ENV: Final = "OTEL_TRACES_SAMPLER"
+SAMPLER_ARG_ENV: Final = "OTEL_TRACES_SAMPLER_ARG"
+#: The sampler when ``OTEL_TRACES_SAMPLER`` is unset or blank (the specification's default).
+DEFAULT_SAMPLER: Final = "parentbased_always_on"
 
 _RATIO_SAMPLERS: Final = {
     "traceidratio": TraceIdRatioBased,
@@ -131,7 +139,7 @@ def _ratio(arg: str | float | None) -> float:
 
 def sampler_from_env() -> Sampler:
     """The sampler named by ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (strictly)."""
-    # The variables are read where configure() reads them (imported here: it builds on us).
-    from kilostar_otel._settings import sampler_from_environment
-
-    return sampler_from_name(*sampler_from_environment())
+    # As configure()'s settings table reads them: stripped, and blank counts as unset.
+    name = os.environ.get(SAMPLER_ENV, "").strip() or DEFAULT_SAMPLER
+    arg = os.environ.get(SAMPLER_ARG_ENV, "").strip() or None
+    return sampler_from_name(name, arg)

@@ -6,6 +6,7 @@ hex), and Links join it to the request span both ways, so either side opens the 
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Mapping
 from contextvars import Token
@@ -15,15 +16,25 @@ from typing import Any, Final, TypeVar, cast
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import AttributeValue
 
+from kilostar_otel import _internals
 from kilostar_otel._calls import detach, wrap
 from kilostar_otel._guard import internal_error
+from kilostar_otel._idcontext import TRACE_ID_KEY, current_request_id
+from kilostar_otel._internals import SPAN_KEY, stamp_attribute
+from kilostar_otel._names import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_WORKFLOW_NAME,
+    INSTRUMENTATION_NAME,
+    INVOKE_WORKFLOW,
+    REQUEST_ID_ATTRIBUTE,
+    TRACE_ID_ATTRIBUTE,
+    WORKFLOW_NAME_ATTRIBUTE,
+    WORKFLOW_STARTED_EVENT,
+)
 from kilostar_otel._version import __version__
-from kilostar_otel.context import _TRACE_ID_KEY, _attach, _get_current, request_id_from
 from kilostar_otel.ids import new_trace_id
-from kilostar_otel.processor import _stamp
 
 __all__ = [
     "WORKFLOW_NAME_ATTRIBUTE",
@@ -31,11 +42,6 @@ __all__ = [
     "Workflow",
     "workflow",
 ]
-
-WORKFLOW_NAME_ATTRIBUTE: Final = "kilostar.workflow.name"
-WORKFLOW_STARTED_EVENT: Final = "kilostar.workflow.started"
-_REQUEST_ID_ATTRIBUTE: Final = "kilostar.request_id"
-_TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _tracer: Tracer | None = None
@@ -47,7 +53,7 @@ def _global_tracer() -> Tracer:
     global _tracer
     if _tracer is None:
         # A ProxyTracer until an SDK provider is installed; it follows the provider afterwards.
-        _tracer = trace.get_tracer("kilostar_otel", __version__)
+        _tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
     return _tracer
 
 
@@ -55,9 +61,9 @@ def _tracer_of(provider: TracerProvider) -> Tracer:
     try:
         tracer = _tracers.get(provider)
     except TypeError:  # a provider that cannot be weakly referenced: no cache
-        return provider.get_tracer("kilostar_otel", __version__)
+        return provider.get_tracer(INSTRUMENTATION_NAME, __version__)
     if tracer is None:
-        tracer = provider.get_tracer("kilostar_otel", __version__)
+        tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
         try:
             _tracers[provider] = tracer
         except TypeError:  # pragma: no cover - get() would have raised already
@@ -83,6 +89,23 @@ def _describe(exc: BaseException) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_log = logging.getLogger("kilostar_otel")
+_warned_no_sdk: list[bool] = []
+
+
+def _warn_no_sdk(name: str) -> None:
+    """Say once per process that workflows are recorded nowhere without an SDK provider."""
+    if not _warned_no_sdk:
+        _warned_no_sdk.append(True)
+        _log.warning(
+            "kilostar_otel: workflow(%r) started with no OpenTelemetry SDK TracerProvider "
+            "configured, so its trace is recorded nowhere (its trace_id is a fresh random id). "
+            "Call kilostar_otel.configure() at start-up, or set an SDK TracerProvider. "
+            "Logged once per process.",
+            name,
+        )
+
+
 class _Run:
     """One execution of a workflow: its root span and the context that makes it current."""
 
@@ -91,27 +114,27 @@ class _Run:
     def __init__(
         self, name: str, attributes: Mapping[str, AttributeValue] | None, tracer: Tracer
     ) -> None:
-        parent = _get_current()
-        request_span = parent.get(_SPAN_KEY)
+        parent = _internals.current_context()
+        request_span = parent.get(SPAN_KEY)
         if not isinstance(request_span, Span):
             request_span = trace.INVALID_SPAN
         request_context = request_span.get_span_context()
         root_attributes: dict[str, AttributeValue] = {
             WORKFLOW_NAME_ATTRIBUTE: name,
-            "gen_ai.operation.name": "invoke_workflow",
-            "gen_ai.workflow.name": name,
+            GEN_AI_OPERATION_NAME: INVOKE_WORKFLOW,
+            GEN_AI_WORKFLOW_NAME: name,
         }
         if attributes:
             root_attributes.update(attributes)
-        request_id = request_id_from(parent)
+        request_id = current_request_id()
         if request_id:
-            root_attributes[_REQUEST_ID_ATTRIBUTE] = request_id
+            root_attributes[REQUEST_ID_ATTRIBUTE] = request_id
         # Same baggage and ids, but no current span: the root starts a new trace.
         values = dict(parent)
-        values.pop(_SPAN_KEY, None)
-        values.pop(_TRACE_ID_KEY, None)
+        values.pop(SPAN_KEY, None)
+        values.pop(TRACE_ID_KEY, None)
         span = tracer.start_span(
-            f"invoke_workflow {name}",
+            f"{INVOKE_WORKFLOW} {name}",
             context=Context(values),
             kind=SpanKind.INTERNAL,
             attributes=root_attributes,
@@ -119,16 +142,18 @@ class _Run:
         )
         span_context = span.get_span_context()
         # With no SDK installed the root is a no-op span with trace id 0: ids still work.
-        trace_id = (
-            format(span_context.trace_id, "032x") if span_context.is_valid else new_trace_id()
-        )
-        _stamp(span, _TRACE_ID_ATTRIBUTE, trace_id)
+        if span_context.is_valid:
+            trace_id = format(span_context.trace_id, "032x")
+        else:
+            trace_id = new_trace_id()
+            _warn_no_sdk(name)
+        stamp_attribute(span, TRACE_ID_ATTRIBUTE, trace_id)
         if span_context.is_valid and request_span.is_recording():
             request_span.add_link(span_context)
-            request_span.add_event(WORKFLOW_STARTED_EVENT, {_TRACE_ID_ATTRIBUTE: trace_id})
+            request_span.add_event(WORKFLOW_STARTED_EVENT, {TRACE_ID_ATTRIBUTE: trace_id})
         self.span: Span = span
         self.trace_id = trace_id
-        self.context = Context({**parent, _SPAN_KEY: span, _TRACE_ID_KEY: trace_id})
+        self.context = Context({**parent, SPAN_KEY: span, TRACE_ID_KEY: trace_id})
 
     def finish(self, exc: BaseException | None) -> None:
         span = self.span
@@ -195,7 +220,7 @@ class Workflow:
         if self._run is not None:
             raise RuntimeError(f"workflow {self.name!r} is already active; call workflow() again")
         run = self._start()
-        self._token = _attach(run.context)
+        self._token = _internals.attach_context(run.context)
         self._run = run
         self._trace_id = run.trace_id
         return self

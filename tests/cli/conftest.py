@@ -11,10 +11,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import rotel
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kilostar_otel import KiloStarSpanProcessor
 from kilostar_otel.viewer import OtlpReceiver
+from tests.rotel_agent import AGENT, agent_env
 
 
 @pytest.fixture
@@ -52,7 +51,7 @@ def free_port() -> int:
 @pytest.fixture
 def rotel_to(receiver: OtlpReceiver) -> Iterator[str]:
     """A real rotel collector on loopback, forwarding to ``receiver``; yields its HTTP endpoint."""
-    agent = Path(rotel.__file__).parent / "rotel-agent"
+    agent = AGENT
     grpc_port, http_port = free_port(), free_port()
     process = subprocess.Popen(
         [
@@ -71,6 +70,7 @@ def rotel_to(receiver: OtlpReceiver) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=agent_env(),
     )
     try:
         deadline = time.monotonic() + 10

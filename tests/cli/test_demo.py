@@ -119,13 +119,13 @@ def test_the_demo_prints_each_request_with_its_workflow_and_writes_otlp_json(
     headers = [i for i, line in enumerate(lines) if HEADER.match(line)]
     assert [HEADER.match(lines[i]).group(1) for i in headers] == ids  # type: ignore[union-attr]
     plan = lines[headers[2] : headers[3]]
-    wf_line = next(line for line in plan if "workflow plan" in line)
+    wf_line = next(line for line in plan if "invoke_workflow plan" in line)
     assert f"trace_id={workflow_id}" in wf_line
     server_line = next(line for line in plan if "POST /plan  server" in line)
-    assert wf_line.index("workflow") > server_line.index("POST")
+    assert wf_line.index("invoke_workflow") > server_line.index("POST")
     steps = [line for line in plan if "step " in line]
     assert len(steps) == 4
-    assert all(line.index("step") > wf_line.index("workflow") for line in steps)
+    assert all(line.index("step") > wf_line.index("invoke_workflow") for line in steps)
     assert "500 ERROR" in lines[headers[3]]
 
     # The file holds exactly what was drawn, with the link the tree was built from.
@@ -143,8 +143,11 @@ def test_the_demo_prints_each_request_with_its_workflow_and_writes_otlp_json(
     assert {attribute(s, "kilostar.trace_id") for s in in_workflow} == {workflow_id}
 
 
-def test_otlp_endpoint_sends_the_same_traffic_to_a_collector(receiver: OtlpReceiver) -> None:
-    done = run_demo("--otlp-endpoint", f"http://{receiver.grpc_endpoint}")
+def test_otlp_endpoint_sends_the_same_traffic_to_a_collector(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    out = tmp_path / "sent.jsonl"
+    done = run_demo("--otlp-endpoint", f"http://{receiver.grpc_endpoint}", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"spans to http://{receiver.grpc_endpoint} (grpc)" in done.stdout
     assert "request demo-" not in done.stdout  # no trees: the spans went to the collector
@@ -160,6 +163,12 @@ def test_otlp_endpoint_sends_the_same_traffic_to_a_collector(receiver: OtlpRecei
         done.stdout
     )
     assert any(s.trace_id == workflow_id and s.is_root for s in spans)
+    # --out holds exactly the spans the collector received.
+    assert f"written as OTLP/JSON lines to {out}" in done.stdout
+    written = wire_spans(out)
+    assert sorted((s["traceId"], s["spanId"]) for s in written) == sorted(
+        (s.trace_id, s.span_id) for s in spans
+    )
 
 
 def test_otlp_endpoint_over_http_through_the_rotel_collector(

@@ -25,7 +25,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
 from kilostar_otel import KiloStarSpanProcessor, request_id_scope, workflow, wrap
@@ -152,7 +152,7 @@ def test_a_request_is_printed_once_its_late_workflow_arrived_then_ctrl_c_exits_c
         "request req-late-wf",
         "POST /report",
         "enqueue",
-        "workflow report",
+        "invoke_workflow report",
         "step summarise",
     ]
     assert f"trace_id={started['trace_id']}" in block[3]
@@ -165,6 +165,38 @@ def test_a_request_is_printed_once_its_late_workflow_arrived_then_ctrl_c_exits_c
     assert serve.err[-1].startswith("kilostar-otel serve: stopped after 2 trace group(s);")
     lines = (tmp_path / "served.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 5  # one OTLP/JSON line per export request: 5 spans, one per request
+
+
+def test_a_second_service_exporting_on_the_default_batch_delay_lands_in_the_same_block(
+    serve: Serve,
+) -> None:
+    # The gateway exports each span at once; the backend it calls uses the SDK's default batch
+    # processor (schedule delay 5 s), so its server span arrives seconds after the gateway's.
+    gateway = provider_for(GrpcSpanExporter(endpoint=serve.grpc, insecure=True))
+    backend = TracerProvider(resource=Resource.create({"service.name": "backend"}))
+    backend.add_span_processor(KiloStarSpanProcessor())
+    backend.add_span_processor(
+        BatchSpanProcessor(GrpcSpanExporter(endpoint=serve.grpc, insecure=True))
+    )
+    with request_id_scope("req-two-services"):
+        with gateway.get_tracer("gw").start_as_current_span("GET /two", kind=SpanKind.SERVER):
+            with gateway.get_tracer("gw").start_as_current_span("GET", kind=SpanKind.CLIENT):
+                with backend.get_tracer("be").start_as_current_span(
+                    "GET /inner", kind=SpanKind.SERVER
+                ):
+                    pass
+    sent = time.monotonic()
+    header = serve.wait_for_line(r"^request req-two-services", timeout=30)
+    assert time.monotonic() - sent > 3  # held for the backend's batch, not printed at settle
+    serve.wait_for_line(r"GET /inner")
+    block = serve.out[serve.out.index(header) :]
+    assert "3 spans" in header
+    names = [re.sub(r"^[│├└─ ]+", "", line).split("  ")[0] for line in block[1:4]]
+    assert names == ["GET /two", "GET", "GET /inner"]
+    gateway.shutdown()
+    backend.shutdown()
+    assert serve.stop() == 0
+    assert sum("req-two-services" in line for line in serve.out) == 1
 
 
 def test_ctrl_c_prints_what_is_still_pending(serve: Serve, tmp_path: Path) -> None:

@@ -74,10 +74,12 @@ def test_a_workflow_is_drawn_under_the_span_that_started_it(
         (1, "POST /plan"),
         (2, "POST /plan"),
         (3, "handler"),
-        (4, "workflow plan"),
+        (4, "invoke_workflow plan"),
         (5, "step fetch"),
         (5, "step rank"),
     ]
+    # Every line below the header starts with the span's own name, as Jaeger shows it.
+    assert {label.split("  ")[0] for _, label in rows[1:]} == {s.name for s in spans}
     header = rows[0][1]
     assert "200 ok" in header
     assert format_duration(client.end_time_unix_nano - client.start_time_unix_nano) in header
@@ -144,9 +146,9 @@ def test_a_workflow_started_inside_a_workflow_nests_twice(
     rows = outline(render_text(receiver.wait_for_spans(4)))
 
     assert [depth for depth, _ in rows] == [0, 1, 2, 3, 4]
-    assert rows[2][1].startswith(f"workflow outer  trace_id={outer_id}")
+    assert rows[2][1].startswith(f"invoke_workflow outer  trace_id={outer_id}")
     assert rows[3][1].startswith("step")
-    assert rows[4][1].startswith(f"workflow inner  trace_id={inner_id}")
+    assert rows[4][1].startswith(f"invoke_workflow inner  trace_id={inner_id}")
 
 
 def test_a_workflow_started_outside_any_request_is_a_group_of_its_own(
@@ -339,6 +341,21 @@ def test_a_trace_without_its_root_is_held_for_root_wait(plan_spans: tuple) -> No
     assert only_group(grouper.pop_ready(now=6.0)).top.roots[0].kind == "SERVER"
 
 
+def test_a_client_span_without_its_server_span_is_held_for_root_wait() -> None:
+    t = "2" * 32
+    root = span(t, "a" * 16, name="GET /two", kind="SERVER")
+    client = span(t, "b" * 16, parent="a" * 16, name="GET", kind="CLIENT")
+    grouper = TraceGrouper(settle=0.5, max_wait=30, root_wait=6)
+    grouper.add([root, client], now=0.0)
+    assert grouper.pop_ready(now=5.9) == []  # the callee exports on its own (5 s) schedule
+    grouper.add([span(t, "c" * 16, parent="b" * 16, name="GET /inner", kind="SERVER")], now=5.0)
+    assert grouper.pop_ready(now=5.4) == []
+    assert only_group(grouper.pop_ready(now=5.5)).span_count == 3  # complete: settle applies
+    grouper.add([span("3" * 32, "d" * 16, name="GET", kind="CLIENT")], now=10.0)
+    assert grouper.pop_ready(now=15.9) == []
+    assert only_group(grouper.pop_ready(now=16.0)).span_count == 1  # an untraced callee
+
+
 def test_everything_flushes_incomplete_groups_and_max_spans_bounds_memory(
     plan_spans: tuple,
 ) -> None:
@@ -388,3 +405,20 @@ def test_a_long_trace_id_is_never_wrapped_in_a_pipe(plan_spans: tuple) -> None:
     out = io.StringIO()
     render_groups(build_groups(deep), make_console(out))
     assert f"trace_id={trace_id}" in out.getvalue()
+
+
+def test_a_client_span_named_by_its_method_keeps_its_name_and_shows_the_path(
+    otlp_provider: TracerProvider, receiver: OtlpReceiver
+) -> None:
+    tracer = otlp_provider.get_tracer("tree-test")
+    with request_id_scope("req-method"):
+        with tracer.start_as_current_span(
+            "GET", kind=SpanKind.CLIENT, attributes={"url.full": "http://127.0.0.1:1/items?x=1"}
+        ):
+            with tracer.start_as_current_span("GET /items", kind=SpanKind.SERVER):
+                pass
+    spans = receiver.wait_for_spans(2)
+    rows = outline(render_text(spans))
+    assert rows[0][1].startswith("request req-method  GET /items  ")  # the request, summarised
+    assert rows[1][1].split("  ")[:3] == ["GET", "client", "/items"]  # the span, by its name
+    assert rows[2][1].split("  ")[:2] == ["GET /items", "server"]

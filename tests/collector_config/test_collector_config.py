@@ -33,10 +33,28 @@ COMPOSE_FILES = [COMPOSE, GATEWAY_COMPOSE]
 SECTIONS = {"receivers": "receivers", "processors": "processors", "exporters": "exporters"}
 
 
+ENV_REF = re.compile(r"\$\{env:(\w+)(?::-([^}]*))?\}")
+
+
+def with_defaults(value: Any) -> Any:
+    """``${env:NAME:-default}`` -> the default, as the collector reads it with NAME unset (a whole
+    value that is one reference is parsed as YAML: ``8888`` an int, ``true`` a bool)."""
+    if isinstance(value, dict):
+        return {k: with_defaults(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_defaults(v) for v in value]
+    if isinstance(value, str) and (match := ENV_REF.fullmatch(value)):
+        return yaml.safe_load(match.group(2) or "")
+    if isinstance(value, str):
+        return ENV_REF.sub(lambda m: m.group(2) or "", value)
+    return value
+
+
 def load(path: Path) -> dict[str, Any]:
+    """The file as docker compose runs it: every ``${env:...}`` at its default."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(data, dict), f"{path} is not a YAML mapping"
-    return data
+    return with_defaults(data)  # type: ignore[no-any-return]
 
 
 def rel(path: Path) -> str:
@@ -183,7 +201,7 @@ def test_single_collector_and_gateways_sample_by_the_same_policies() -> None:
 def test_the_agent_routes_by_trace_id_and_does_not_sample() -> None:
     agent = load(AGENT)
     assert "tail_sampling" not in agent["processors"]
-    lb = agent["exporters"]["loadbalancing"]
+    lb = agent["exporters"]["load_balancing"]
     assert lb["routing_key"] == "traceID"
     assert "endpoint" not in lb["protocol"]["otlp"], "the resolver supplies the endpoints"
 
@@ -232,13 +250,19 @@ def test_compose_runs_jaeger_the_collector_and_the_demo_wired_together(path: Pat
     assert args.command == "demo"
     host, port = host_port(args.otlp_endpoint)
     target = services[host]
-    assert port == grpc_receiver_port(load(mounted_config(path, target)))
-    assert host in demo["depends_on"]
+    config = load(mounted_config(path, target))
+    assert port == grpc_receiver_port(config)
+    # The demo starts once a one-shot container saw the collector's health check answer.
+    (ready,) = demo["depends_on"]
+    assert demo["depends_on"][ready] == {"condition": "service_completed_successfully"}
+    assert services[ready]["depends_on"] == [host]
+    _, health_port = host_port(config["extensions"]["health_check"]["endpoint"])
+    assert f"http://{host}:{health_port}/" in "\n".join(services[ready]["command"])
 
 
 def test_the_gateway_agent_resolves_the_gateway_service_on_its_receiver_port() -> None:
     compose = load(GATEWAY_COMPOSE)
-    dns = load(AGENT)["exporters"]["loadbalancing"]["resolver"]["dns"]
+    dns = load(AGENT)["exporters"]["load_balancing"]["resolver"]["dns"]
     gateway_service = compose["services"][dns["hostname"]]
     assert mounted_config(GATEWAY_COMPOSE, gateway_service) == GATEWAY
     assert dns["port"] == grpc_receiver_port(load(GATEWAY))
@@ -269,3 +293,12 @@ def test_the_docs_name_the_files_and_commands_that_exist() -> None:
     for text in (jaeger, scaling):
         for path in re.findall(r"collector-config/[\w./-]+\.ya?ml", text):
             assert (ROOT / path).is_file(), f"docs name {path}, which does not exist"
+
+
+@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=rel)
+def test_every_variable_has_a_default_so_compose_needs_none(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    refs = ENV_REF.findall(text)
+    assert refs, "addresses come from the environment (tests/backends sets them)"
+    assert all(default for _, default in refs), [name for name, default in refs if not default]
+    assert "${" not in ENV_REF.sub("", text), "a reference the collector would not expand"

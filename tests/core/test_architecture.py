@@ -24,20 +24,9 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]
 # Modules that still spell names or the token pattern themselves; remove a file once routed
 # through _names / _headers.
-NOT_YET_ROUTED = {
-    "_settings.py",
-    "distro.py",
-    "workflow.py",
-    "integrations/ray/_callee.py",
-    "integrations/ray/_cluster.py",
-    "integrations/ray/_worker.py",
-}
+NOT_YET_ROUTED: set[str] = set()
 # Imports that point up, each a known debt with its fix. Keep this empty.
-KNOWN_UPWARD = {
-    # sampler_from_env() reads OTEL_TRACES_SAMPLER through configure()'s settings table (lazily):
-    # fix by moving the sampler rows (or the variable reading) into sampling.py or below.
-    ("sampling", "_settings"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _layer_of(module: str) -> int:

@@ -124,8 +124,7 @@ BAD_SNAPSHOTS: list[object] = [
     "req-1",
     ["request_id", "req-1"],
     42,
-    {"request_id": 42, "trace_id": ["x"], "traceparent": b"00-..."},
-    {"request_id": "bad id\r\n", "trace_id": "y" * 10_000},
+    {"request_id": None, "trace_id": "", "traceparent": b"00-..."},
     {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
     {"traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     {"traceparent": "garbage", "tracestate": "=,=,,", "baggage": ";;;==,,,%zz"},
@@ -148,8 +147,26 @@ def test_malformed_fields_are_dropped_one_by_one() -> None:
     snap = {"request_id": "req-good", "trace_id": "t\r\nx", "traceparent": "nope", "baggage": 7}
     with apply_snapshot(snap):  # type: ignore[arg-type]
         assert get_request_id() == "req-good"
-        assert get_trace_id() == ""
+        assert get_trace_id() == "t\r\nx"  # the ids were bound by the caller: kept exactly
         assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.parametrize(
+    ("snap", "ids"),
+    [
+        ({"request_id": "bad id\r\n", "trace_id": "y" * 10_000}, ("bad id\r\n", "y" * 10_000)),
+        ({"request_id": 42, "trace_id": ["x"], "traceparent": b"00-..."}, ("42", "['x']")),
+    ],
+)
+def test_snapshot_ids_of_any_string_are_applied_exactly(
+    snap: dict[str, object], ids: tuple[str, str]
+) -> None:
+    # As in the seed, a snapshot's ids are whatever the caller bound (non-str ones as str).
+    with request_id_scope("req-host"):
+        with apply_snapshot(snap):  # type: ignore[arg-type]
+            assert (get_request_id(), get_trace_id()) == ids
+            assert baggage.get_baggage("kilostar.request_id") == ids[0]
+        assert (get_request_id(), get_trace_id()) == ("req-host", "")
 
 
 def test_a_mapping_that_raises_is_ignored() -> None:

@@ -127,19 +127,35 @@ def test_level2_keys_are_accepted_where_otel_drops_the_whole_header(key: str) ->
 
 def test_the_256_character_limit_holds_for_both() -> None:
     assert _state(OURS, ["foo=1", "z" * 256 + "=1"]) == {"foo": "1", "z" * 256: "1"}
-    assert _state(OURS, ["foo=1", "z" * 257 + "=1"]) == {"foo": "1"}
-    assert _state(OURS, ["foo=1", "a" * 100 + "@" + "b" * 156 + "=1"]) == {"foo": "1"}
+    assert _state(OURS, ["foo=1", "z" * 257 + "=1"]) == {}
+    assert _state(OURS, ["foo=1", "a" * 100 + "@" + "b" * 156 + "=1"]) == {}
+    assert _state(OTEL, ["foo=1", "z" * 257 + "=1"]) == {}
 
 
-@pytest.mark.parametrize("key", ["z" * 257, "@foo", "FOO", "foo.bar", "foo bar", "", "_a"])
-def test_invalid_keys_drop_only_their_own_member(key: str) -> None:
-    assert _state(OURS, [f"foo=1,{key}=v,bar=2"]) == {"foo": "1", "bar": "2"}
+@pytest.mark.parametrize(
+    "key", ["z" * 257, "@foo", "FOO", "foo.bar", "foo bar", "foo ", "", "_a", "é"]
+)
+def test_an_invalid_key_discards_the_whole_header(key: str) -> None:
+    assert _state(OURS, [f"foo=1,{key}=v,bar=2"]) == {}
+    assert _state(OURS, ["foo=1", f"{key}=v"]) == {}
 
 
-@pytest.mark.parametrize("value", ["a,b", "a=b", "x" * 257, "bad\x01", "\x7f", "é"])
-def test_invalid_values_drop_only_their_own_member(value: str) -> None:
-    state = _state(OURS, [f"foo=1,k={value},bar=2"])
-    assert state == {"foo": "1", "bar": "2"} or (value == "a,b" and state["foo"] == "1")
+@pytest.mark.parametrize(
+    "member", ["foo=bar=baz", "foo=", "foo", "k=" + "x" * 257, "k=bad\x01", "k=\x7f", "k=é", "k= "]
+)
+def test_an_invalid_value_discards_the_whole_header(member: str) -> None:
+    assert _state(OURS, [f"foo=1,{member},bar=2"]) == {}
+    assert _state(OURS, [member]) == {}
+
+
+def test_the_w3c_suite_value_cases() -> None:
+    assert _state(OURS, ["foo=bar=baz"]) == {}
+    assert _state(OURS, ["foo=,bar=3"]) == {}
+
+
+def test_empty_members_and_lines_are_not_invalid() -> None:
+    assert _state(OURS, [",foo=1,, \t ,bar=2,", ""]) == {"foo": "1", "bar": "2"}
+    assert _state(OURS, ["", " "]) == {}
 
 
 def test_all_allowed_characters_and_ows_survive() -> None:
@@ -159,11 +175,20 @@ def test_multiple_tracestate_lines_combine_in_order() -> None:
     ]
 
 
-def test_33_members_are_truncated_from_the_end_where_otel_drops_everything() -> None:
+def test_32_members_are_kept_and_33_discard_the_whole_header() -> None:
     members = [f"bar{i:02d}={i:02d}" for i in range(1, 34)]
-    ours = _state(OURS, [",".join(members)])
-    assert len(ours) == 32 and "bar01" in ours and "bar33" not in ours
+    assert len(_state(OURS, [",".join(members[:32])])) == 32
+    assert _state(OURS, [",".join(members[:10]), ",".join(members[10:])]) == {}
     assert _state(OTEL, [",".join(members)]) == {}
+
+
+def test_repeated_members_count_toward_the_32() -> None:
+    assert _state(OURS, [",".join(["foo=1"] * 32)]) == {"foo": "1"}
+    assert _state(OURS, [",".join(["foo=1"] * 33)]) == {}
+
+
+def test_an_overlong_header_is_discarded_without_parsing() -> None:
+    assert _state(OURS, ["foo=1" + " " * 20_000]) == {}
 
 
 def test_oversized_tracestate_loses_large_members_first() -> None:

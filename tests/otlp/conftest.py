@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rotel
 
 from kilostar_otel.viewer import OtlpReceiver
+from tests.rotel_agent import AGENT, agent_env
 
 HERE = Path(__file__).parent
-ROTEL_AGENT = Path(rotel.__file__).parent / "rotel-agent"
+ROTEL_AGENT = AGENT
 
 
 def free_port() -> int:
@@ -116,7 +116,7 @@ def start_rotel(tmp_path: Path) -> Iterator[Callable[[str, str], Rotel]]:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=clean_env(),
+            env=agent_env(clean_env()),
         )
         log.close()
         procs.append(proc)

@@ -191,6 +191,25 @@ def test_what_the_sdk_would_log_and_skip_is_handed_back(value: object) -> None:
     assert attributes == {"ok"}
 
 
+@pytest.mark.parametrize("value", [None, [None], ["a", None, "b"], [1, [None]]])
+def test_none_values_reach_the_wire_as_the_installed_sdk_encodes_them(value: object) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("t").start_span("s", attributes={"ok": 1})
+    span._attributes._dict["maybe"] = value  # type: ignore[attr-defined]
+    span.end()
+    spans = list(exporter.get_finished_spans())
+    fallback = grpc_span_exporter_class()(endpoint="127.0.0.1:1", insecure=True)
+    try:
+        sent = fallback._translate_data(spans).SerializeToString()
+    finally:
+        fallback.shutdown()
+    # Whether the fast encoder writes the batch (OTel >= 1.43 encodes None as an empty value) or
+    # hands it back (older releases log and skip the attribute), the bytes are the SDK's.
+    assert sent == _sdk_bytes(spans)
+
+
 def test_configure_grpc_exports_with_the_fast_encoder_and_spans_arrive_intact() -> None:
     with OtlpReceiver() as receiver:
         telemetry = configure(

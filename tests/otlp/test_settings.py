@@ -212,7 +212,7 @@ def test_the_sampler_variables_are_read_in_one_place() -> None:
                 "OTEL_TRACES_SAMPLER_ARG",
             ):
                 readers.append(path.name)
-    assert sorted(set(readers)) == ["_settings.py"]
+    assert sorted(set(readers)) == ["sampling.py"]
 
 
 @pytest.mark.parametrize(

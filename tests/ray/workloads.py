@@ -186,3 +186,26 @@ class ExplodingSnapshot(dict):  # type: ignore[type-arg]
 
     def __getitem__(self, key: Any) -> Any:
         raise RuntimeError("hostile lookup")
+
+
+def user_setup_hook() -> None:
+    """The job's own worker_process_setup_hook (see conftest): runs after setup_worker."""
+    from opentelemetry import trace
+
+    os.environ["KILOSTAR_TEST_USER_HOOK"] = (
+        "ran after tracing"
+        if not isinstance(
+            trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        )
+        else "ran before tracing"
+    )
+
+
+@kray.remote
+def log_lines(tag: str) -> dict[str, Any]:
+    """Log one stdlib and one loguru line in the worker; report the user hook's mark."""
+    from loguru import logger  # the worker's own logger (see the module docstring)
+
+    logging.getLogger("kilostar-test").warning("stdlib line %s", tag)
+    logger.warning("loguru line {}", tag)
+    return {"pid": os.getpid(), "user_hook": os.environ.get("KILOSTAR_TEST_USER_HOOK", "")}

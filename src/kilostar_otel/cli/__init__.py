@@ -8,6 +8,7 @@ stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -16,10 +17,37 @@ from urllib.parse import urlsplit
 from kilostar_otel._names import DISTRIBUTION_NAME
 from kilostar_otel._version import __version__
 
-__all__ = ["build_parser", "main", "parse_args"]
+__all__ = ["build_parser", "main", "missing_extra", "parse_args"]
 
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_JSONL = "kilostar-demo-spans.jsonl"
+#: What each command imports beyond the core install; the ``cli`` extra installs all of it.
+NEEDS = {
+    "demo": (
+        "httpx",
+        "starlette",
+        "uvicorn",
+        "rich",
+        "opentelemetry.instrumentation.asgi",
+        "opentelemetry.instrumentation.httpx",
+    ),
+    "serve": ("rich",),
+}
+
+
+def missing_extra(command: str) -> str | None:
+    """One line naming the ``cli`` extra if ``command`` cannot run here, else None."""
+    for module in NEEDS.get(command, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing
+            found = False
+        if not found:
+            return (
+                f"kilostar-otel {command}: error: {command} needs the cli extra "
+                f"({module} is missing): pip install 'kilostar-otel[cli]'"
+            )
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out",
         metavar="PATH",
-        default=DEFAULT_JSONL,
-        help=f"file for the spans as OTLP/JSON lines (default: ./{DEFAULT_JSONL})",
+        help=(
+            f"also write the spans to PATH as OTLP/JSON lines (default: ./{DEFAULT_JSONL} with "
+            "the embedded receiver; with --otlp-endpoint, only when given)"
+        ),
     )
     demo.add_argument(
         "--ray",
@@ -164,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=0.5,
         metavar="SECONDS",
-        help="print a request once nothing new arrived for it for this long (default: 0.5)",
+        help=(
+            "print a request once nothing new arrived for it for this long (default: 0.5); a "
+            "request still waiting on another service's spans (its root, or the server span "
+            "under a client span) waits 6 s, one SDK batch delay and a margin"
+        ),
     )
     serve.add_argument(
         "--max-wait",
@@ -196,6 +230,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 failure, 2 bad arguments)."""
     args = parse_args(argv)
+    message = missing_extra(args.command)
+    if message is not None:
+        print(message, file=sys.stderr)
+        return 1
     if args.command == "demo":
         from kilostar_otel.cli.demo import run_demo
 

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import kilostar_otel as ko
+from kilostar_otel.cli import DEFAULT_JSONL, missing_extra
 
 if TYPE_CHECKING:
     import uvicorn
@@ -41,14 +42,6 @@ __all__ = ["run_demo"]
 SERVICE_NAME = "kilostar-demo"
 _TRACER = "kilostar_otel.demo"
 _STEP_SECONDS = 0.005
-_NEEDS = (
-    "httpx",
-    "starlette",
-    "uvicorn",
-    "rich",
-    "opentelemetry.instrumentation.asgi",
-    "opentelemetry.instrumentation.httpx",
-)
 
 
 @dataclass(frozen=True)
@@ -248,8 +241,12 @@ class _CheckedExporter(SpanExporter):
             self._inner = HttpExporter(endpoint=endpoint, timeout=5)
         self.delivered = 0
         self.failed = 0
+        self.sent: list[Any] = []  # the export requests, kept for --out
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        self.sent.append(encode_spans(spans))
         result = self._inner.export(spans)
         if result is SpanExportResult.SUCCESS:
             self.delivered += len(spans)
@@ -285,14 +282,16 @@ def run_demo(
     """Run the demo described in the module docstring; return the exit status."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    for module in _NEEDS:
-        if importlib.util.find_spec(module) is None:
-            return _fail(err, f"the demo needs kilostar-otel[cli] ({module} is missing)")
+    message = missing_extra("demo")
+    if message is not None:
+        print(message, file=err)
+        return 1
     if args.ray:
         if importlib.util.find_spec("ray") is None:
             return _fail(err, "--ray needs kilostar-otel[ray] (ray is missing)", 2)
         # Ray forks workers while gRPC (the receiver, the exporter) runs: no fork handlers.
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    from kilostar_otel.viewer.otlp_json import OtlpJsonLinesWriter
     from kilostar_otel.viewer.receiver import OtlpReceiver
 
     receiver: OtlpReceiver | None = None
@@ -344,6 +343,11 @@ def run_demo(
             )
         if receiver is None:
             _print_remote_hint(calls, exporter.delivered, where, out)
+            if args.out:
+                with OtlpJsonLinesWriter(args.out) as writer:
+                    for request in exporter.sent:
+                        writer.write(request)
+                print(f"The same spans are written as OTLP/JSON lines to {args.out}.", file=out)
             return 0
         return _show(receiver, calls, args, out)
     finally:
@@ -393,7 +397,8 @@ def _show(receiver: Any, calls: list[_Call], args: argparse.Namespace, out: IO[s
     console = make_console(out, color=False if args.no_color else None)
     console.print()
     render_groups(groups, console)
-    with OtlpJsonLinesWriter(args.out) as writer:
+    path = args.out or DEFAULT_JSONL
+    with OtlpJsonLinesWriter(path) as writer:
         for request in receiver.requests:
             writer.write(request)
     workflows = sum(len(g.traces) - 1 for g in groups)
@@ -402,7 +407,7 @@ def _show(receiver: Any, calls: list[_Call], args: argparse.Namespace, out: IO[s
         f"\n{len(calls)} requests, {workflows} workflow{'' if workflows == 1 else 's'}, "
         f"{len(spans)} spans in "
         f"{sum(len(g.traces) for g in groups)} traces; written as OTLP/JSON lines to "
-        f"{args.out}.\nNext: paste trace_id {plan.trace_id} into Jaeger (docs/jaeger.md), "
+        f"{path}.\nNext: paste trace_id {plan.trace_id} into Jaeger (docs/jaeger.md), "
         f"or run 'kilostar-otel serve' and point your app at it.",
         file=out,
     )

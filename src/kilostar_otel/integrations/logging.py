@@ -3,27 +3,39 @@
 Each adds ``request_id``, ``trace_id`` (the workflow id), ``otel_trace_id`` and ``otel_span_id``
 (the current span, hex). Unbound values are empty strings, never missing keys, so format strings
 never break. A value already on the record (``extra=``, ``logger.bind(...)``) is kept unless empty.
+
+Opt-in: :class:`SpanEventHandler` (stdlib) and :func:`install_loguru_span_events` (loguru) also
+record each log line as an event on the current span (Jaeger shows them as the span's Logs).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, MutableMapping
+import weakref
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Final
 
 from opentelemetry import trace
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._idcontext import request_id_from, trace_id_from
+from kilostar_otel._idcontext import current_request_id, current_trace_id
 from kilostar_otel._internals import current_context
 from kilostar_otel._internals import loguru_patcher as configured_patcher
+from kilostar_otel._names import LOG_EVENTS_DROPPED_ATTRIBUTE
 
 __all__ = [
     "FIELDS",
     "FORMAT",
     "LOGURU_FORMAT",
+    "LOG_EVENT",
+    "LOG_EVENTS_DROPPED",
+    "MAX_EVENTS_PER_SPAN",
+    "MAX_MESSAGE_LENGTH",
     "RequestIdFilter",
+    "SpanEventHandler",
     "install_loguru",
+    "install_loguru_span_events",
     "log_fields",
     "loguru_patcher",
     "structlog_processor",
@@ -56,8 +68,8 @@ def log_fields() -> dict[str, str]:
     else:
         otel_trace_id = otel_span_id = ""
     return {
-        "request_id": request_id_from(ctx),
-        "trace_id": trace_id_from(ctx),
+        "request_id": current_request_id(),
+        "trace_id": current_trace_id(),
         "otel_trace_id": otel_trace_id,
         "otel_span_id": otel_span_id,
     }
@@ -154,3 +166,122 @@ def structlog_processor(
         for key in FIELDS:
             event_dict.setdefault(key, "")
     return event_dict
+
+
+# -- log records as span events (opt-in) -------------------------------------------------------
+
+#: The name of the span event each log record becomes (attributes ``level``, ``message``,
+#: ``logger``); Jaeger shows it in the span's Logs section as ``event=log``.
+LOG_EVENT: Final = "log"
+#: The span attribute counting the log records not recorded because the span reached its cap.
+LOG_EVENTS_DROPPED: Final = LOG_EVENTS_DROPPED_ATTRIBUTE
+#: Default cap of log events per span (the SDK keeps at most 128 events of any kind).
+MAX_EVENTS_PER_SPAN: Final = 64
+#: Default length a message is cut to (the cut one ends with "...").
+MAX_MESSAGE_LENGTH: Final = 1024
+
+
+class _SpanEventRecorder:
+    """Adds log records to the current recording span, at most ``max_events`` per span."""
+
+    def __init__(self, max_events: int, max_length: int) -> None:
+        if max_events < 0 or max_length < 4:
+            raise ValueError("max_events_per_span must be >= 0 and max_message_length >= 4")
+        self.max_events = max_events
+        self.max_length = max_length
+        # One counter per live span. dict.setdefault and next() on an itertools.count are atomic
+        # in CPython, so threads that log on one span share one count without a lock.
+        self._counts: weakref.WeakKeyDictionary[Any, Iterator[int]] = weakref.WeakKeyDictionary()
+
+    def record(self, level: str, message: str, logger: str, timestamp_ns: int | None) -> None:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        counter = self._counts.get(span)
+        if counter is None:
+            counter = self._counts.setdefault(span, itertools.count(1))
+        count = next(counter)
+        if count > self.max_events:
+            span.set_attribute(LOG_EVENTS_DROPPED, count - self.max_events)
+            return
+        if len(message) > self.max_length:
+            message = message[: self.max_length - 3] + "..."
+        span.add_event(
+            LOG_EVENT,
+            {"level": level, "message": message, "logger": logger},
+            timestamp=timestamp_ns,
+        )
+
+
+class SpanEventHandler(logging.Handler):
+    """A stdlib handler that records each log record as an event on the current span.
+
+    Opt-in: ``logging.getLogger().addHandler(SpanEventHandler())``. The event is :data:`LOG_EVENT`
+    with ``level``, ``message`` (cut to ``max_message_length``) and ``logger``, at the record's
+    time; a span gets at most ``max_events_per_span`` of them (the rest are counted in the span
+    attribute :data:`LOG_EVENTS_DROPPED`). Records outside a recording span are ignored. It never
+    raises into the code that logs.
+    """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        max_events_per_span: int = MAX_EVENTS_PER_SPAN,
+        max_message_length: int = MAX_MESSAGE_LENGTH,
+    ) -> None:
+        super().__init__(level)
+        self._recorder = _SpanEventRecorder(max_events_per_span, max_message_length)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Record ``record`` on the current span; errors are swallowed."""
+        try:
+            self._recorder.record(
+                record.levelname, record.getMessage(), record.name, int(record.created * 1e9)
+            )
+        except Exception:
+            return
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (stdlib name)
+        """Never print or raise: a failed span event must not disturb the application."""
+
+
+def install_loguru_span_events(
+    logger: Any = None,
+    *,
+    level: str | int = "DEBUG",
+    max_events_per_span: int = MAX_EVENTS_PER_SPAN,
+    max_message_length: int = MAX_MESSAGE_LENGTH,
+) -> Callable[[], None]:
+    """Opt-in for loguru: a sink that records each record at ``level`` or above as a span event.
+
+    The same event and bounds as :class:`SpanEventHandler`; ``logger`` is the record's module name
+    (loguru's ``record["name"]``). The sink runs in the thread that logs, so the current span is
+    the caller's. Returns a function that removes the sink.
+    """
+    if logger is None:
+        from loguru import logger
+
+    recorder = _SpanEventRecorder(max_events_per_span, max_message_length)
+
+    def sink(message: Any) -> None:
+        try:
+            record = message.record
+            recorder.record(
+                record["level"].name,
+                str(record["message"]),
+                str(record["name"]),
+                int(record["time"].timestamp() * 1e9),
+            )
+        except Exception:
+            return
+
+    sink_id = logger.add(sink, level=level, format="{message}", catch=True, enqueue=False)
+
+    def remove() -> None:
+        try:
+            logger.remove(sink_id)
+        except ValueError:
+            pass  # already removed
+
+    return remove

@@ -104,6 +104,18 @@ class TraceView:
         return any(not s.parent_span_id for s in self.roots)
 
     @property
+    def awaits_callee(self) -> bool:
+        """True while a client span has no child: the service it called has not exported yet.
+
+        A service exports on its own batch schedule (5 s by default in the OTel SDK), so its
+        server span may arrive seconds after its caller's spans; or never, if it is not traced.
+        """
+        return any(
+            span.kind == "CLIENT" and not self.children.get(span.span_id)
+            for span in self.spans.values()
+        )
+
+    @property
     def start(self) -> int:
         """Earliest start time of the trace, in Unix nanoseconds."""
         return min(s.start_time_unix_nano for s in self.spans.values())
@@ -283,9 +295,11 @@ class TraceGrouper:
     """Collects spans as they arrive and hands out whole request groups once they are complete.
 
     A group is ready when every workflow its request announced has arrived (and a workflow's
-    request, for a workflow), and nothing new came for ``settle`` seconds. A trace whose root span
-    (no parent at all) has not arrived, e.g. its caller exports elsewhere or later, is held for
-    ``root_wait`` seconds instead. After ``max_wait`` seconds a group is handed out as it is.
+    request, for a workflow), and nothing new came for ``settle`` seconds. Spans of another
+    service arrive on that service's own export schedule (the SDK's batch delay is 5 s), so a
+    trace still waiting on one -- its root span (no parent at all) has not arrived, or a client
+    span has no child yet (:attr:`TraceView.awaits_callee`) -- is held for ``root_wait`` seconds
+    of quiet instead. After ``max_wait`` seconds a group is handed out as it is.
     Times are whatever clock the caller passes (``time.monotonic()``). Not thread-safe.
     """
 
@@ -326,7 +340,7 @@ class TraceGrouper:
         if group.missing:
             return False
         quiet = now - max(self._last_seen.get(t, now) for t in traces)
-        if not all(view.has_root for view in group.traces):
+        if not all(view.has_root and not view.awaits_callee for view in group.traces):
             return quiet >= max(self.root_wait, self.settle)
         return quiet >= self.settle
 
@@ -423,30 +437,36 @@ def _clean(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _display_name(span: SpanLike) -> str:
-    """The span name; an HTTP client span named by its method alone gets the URL's path too."""
-    name = span.name
-    if span.kind == "CLIENT" and " " not in name:
+def _client_path(span: SpanLike) -> str:
+    """The URL path of an HTTP client span whose name is its method alone, else ``""``."""
+    if span.kind == "CLIENT" and " " not in span.name:
         for key in _URL_KEYS:
             url = span.attributes.get(key)
             if isinstance(url, str):
                 try:
-                    path = urlsplit(url).path
+                    return urlsplit(url).path
                 except ValueError:
-                    break
-                if path:
-                    return f"{name} {path}"
-                break
-    return name
+                    return ""
+    return ""
+
+
+def _display_name(span: SpanLike) -> str:
+    """A request's summary: the span name, with the URL's path after a bare HTTP method."""
+    path = _client_path(span)
+    return f"{span.name} {path}" if path else span.name
 
 
 def _span_label(span: SpanLike) -> Text:
     from rich.text import Text
 
+    # The span's own name, as Jaeger and every other back end shows it.
     label = Text(overflow="fold")
-    label.append(_clean(_display_name(span)), style="bold")
+    label.append(_clean(span.name), style="bold")
     if span.kind not in ("INTERNAL", "UNSPECIFIED", ""):
         label.append(f"  {span.kind.lower()}", style="cyan")
+    path = _client_path(span)
+    if path:
+        label.append(f"  {_clean(path)}")
     label.append(f"  {_duration(span)}", style="yellow")
     if span.status_code == "ERROR":
         label.append("  ")
@@ -457,10 +477,8 @@ def _span_label(span: SpanLike) -> Text:
 def _workflow_label(view: TraceView, root: SpanLike) -> Text:
     from rich.text import Text
 
-    name = root.attributes.get(WORKFLOW_NAME_ATTRIBUTE, root.name)
     label = Text(overflow="fold")
-    label.append("workflow ", style="bold magenta")
-    label.append(_clean(name), style="bold")
+    label.append(_clean(root.name), style="bold magenta")
     label.append("  trace_id=", style="dim")
     label.append(view.trace_id, style="magenta")
     label.append(f"  {_duration(root)}", style="yellow")

@@ -8,7 +8,6 @@ context attached, and flushes the spans before the result goes back to the calle
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
@@ -18,8 +17,10 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, Status
 
 from kilostar_otel import _w3c
 from kilostar_otel._calls import wrap
+from kilostar_otel._guard import internal_error
+from kilostar_otel._idcontext import context_from_snapshot, with_own_ids
+from kilostar_otel._internals import ray_tracing_hook_enabled
 from kilostar_otel._version import __version__
-from kilostar_otel.context import context_from_snapshot
 from kilostar_otel.integrations.ray._flush import (
     INSTRUMENTATION,
     Flushing,
@@ -62,24 +63,13 @@ def _tracer() -> Tracer:
     return _Tracer.tracer
 
 
-def _ray_tracing_enabled() -> bool:
-    helper = sys.modules.get("ray.util.tracing.tracing_helper")
-    try:
-        return helper is not None and bool(helper._is_tracing_enabled())
-    except Exception:
-        return False
-
-
 def _ray_parent(carrier: object) -> Span | None:
     """The span Ray's own tracing made for this call, if Ray's tracing hook is on."""
-    if not _ray_tracing_enabled():
+    if not ray_tracing_hook_enabled():
         return None
     if isinstance(carrier, Mapping):
         # Generator methods: Ray passes its context but (unlike other methods) opens no span.
-        try:
-            parsed = _w3c.parse_traceparent(carrier.get("traceparent"))
-        except Exception:
-            return None
+        parsed = _w3c.parse_traceparent(carrier.get("traceparent"))
         return None if parsed is None else NonRecordingSpan(parsed)
     span = trace.get_current_span()
     return span if span.get_span_context().is_valid else None
@@ -95,12 +85,10 @@ def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
     base = Context()
     ctx = base
     if snap is not None:
-        try:
-            ctx = context_from_snapshot(snap, base) or base
-        except Exception:
-            ctx = base
+        ctx = context_from_snapshot(snap, base) or base
         if not tracing_configured():
             warn_unconfigured()
+    ctx = with_own_ids(ctx)  # the worker's variables hold nothing of this call's
     ray_span = _ray_parent(ray_carrier)
     if ray_span is not None:
         ours = trace.get_current_span(ctx).get_span_context()
@@ -126,8 +114,8 @@ def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
             actor_id = runtime.get_actor_id()
             if actor_id:
                 attributes["ray.actor_id"] = actor_id
-    except Exception:  # noqa: S110 - attributes are a nicety; the call must run regardless
-        pass
+    except Exception as exc:  # attributes are a nicety; the call must run regardless
+        internal_error("ray call attributes", exc)
     return attributes
 
 
@@ -137,7 +125,7 @@ class Target:
     __slots__ = ("actor", "attributes", "span_name")
 
     def __init__(self, fn: Callable[..., Any], class_name: str | None) -> None:
-        function = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call")
+        function = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "call"))
         self.actor = class_name is not None
         if class_name is not None:
             method = getattr(fn, "__name__", "call")

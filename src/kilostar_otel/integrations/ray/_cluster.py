@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any, Final
 
+from kilostar_otel._internals import ray_constants_module
 from kilostar_otel.integrations.ray._worker import RAY_TRACING_STARTUP_HOOK, worker_runtime_env
 
 __all__ = ["start_local_cluster"]
+
+_logger = logging.getLogger("kilostar_otel.integrations.ray")
 
 _LOOPBACK_ENV: Final = {
     # Ray reads this when ``ray`` is imported: "0" makes the node address 127.0.0.1 and keeps
@@ -35,13 +39,15 @@ def start_local_cluster(
     Ray's files go under ``temp_dir``, the dashboard is off, and the job's ``runtime_env`` runs
     :func:`setup_worker` (see :func:`worker_runtime_env`). Call it before anything imports
     ``ray``: Ray fixes its listen address at import time, so a late call raises RuntimeError
-    rather than start a cluster on every interface. Returns ``ray.init``'s context.
+    rather than start a cluster on every interface. A node that misses Ray's fixed start-up
+    deadline (a busy machine) is started once more, with a warning. Returns ``ray.init``'s
+    context.
     """
     ray_module = sys.modules.get("ray")
     if ray_module is None:
         os.environ.update(_LOOPBACK_ENV)
     else:
-        constants = sys.modules.get("ray._private.ray_constants")
+        constants = ray_constants_module()
         if constants is None or getattr(constants, "ENABLE_RAY_CLUSTER", True):
             raise RuntimeError(
                 "ray was imported before start_local_cluster(): set "
@@ -67,7 +73,15 @@ def start_local_cluster(
     if ray_tracing_hook:
         kwargs["_tracing_startup_hook"] = RAY_TRACING_STARTUP_HOOK
     kwargs.update(init_kwargs)
-    context: Any = ray.init(**kwargs)
+    try:
+        context: Any = ray.init(**kwargs)
+    except Exception as exc:
+        # Ray gives its node a fixed 30 s to register; a busy machine can miss it. Once more.
+        if "timed out during startup" not in str(exc):
+            raise
+        _logger.warning("the local Ray node missed Ray's start-up deadline; starting it again")
+        ray.shutdown()
+        context = ray.init(**kwargs)
     if context.address_info.get("node_ip_address") != "127.0.0.1":
         ray.shutdown()
         raise RuntimeError("the Ray node did not bind 127.0.0.1; refusing to keep it running")

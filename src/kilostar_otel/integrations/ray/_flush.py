@@ -16,6 +16,8 @@ from typing import Final
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from kilostar_otel._guard import internal_error
+
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
     "INSTRUMENTATION",
@@ -89,8 +91,8 @@ class Flusher:
                 self._started_at = time.monotonic()
             try:
                 self._export()
-            except Exception:  # noqa: S110 - an exporter failure must not kill the flusher
-                pass
+            except Exception as exc:  # an exporter failure must not kill the flusher
+                internal_error("ray flusher", exc)
             with self._cond:
                 self._busy = False
                 self._done = target
@@ -136,8 +138,8 @@ class FlushLocalRoots(SpanProcessor):
             parent = span.parent
             if parent is None or parent.is_remote:
                 flush()
-        except Exception:  # noqa: S110 - a span processor never raises into the traced code
-            pass
+        except Exception as exc:  # a span processor never raises into the traced code
+            internal_error("FlushLocalRoots.on_end", exc)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing is buffered here."""

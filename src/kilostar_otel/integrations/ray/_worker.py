@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import logging
 import os
+import sys
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal
 
+from kilostar_otel._internals import ray_in_worker
 from kilostar_otel.integrations.ray._flush import Flushing, FlushLocalRoots, tracing_configured
 
 if TYPE_CHECKING:
@@ -17,12 +22,15 @@ __all__ = [
     "DEFAULT_SERVICE_NAME",
     "ENDPOINT_ENV",
     "FLUSH_TIMEOUT_ENV",
+    "LOG_FORMAT_ENV",
     "PROTOCOL_ENV",
     "RAY_TRACING_STARTUP_HOOK",
     "SERVICE_NAME_ENV",
     "SETUP_HOOK",
+    "USER_SETUP_HOOK_ENV",
     "role_runtime_env",
     "setup_worker",
+    "setup_worker_then",
     "warn_unconfigured",
     "worker_runtime_env",
 ]
@@ -38,6 +46,10 @@ ENDPOINT_ENV: Final = "KILOSTAR_OTEL_RAY_ENDPOINT"
 PROTOCOL_ENV: Final = "KILOSTAR_OTEL_RAY_PROTOCOL"
 FLUSH_TIMEOUT_ENV: Final = "KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT"
 DEFAULT_SERVICE_NAME: Final = "kilostar-ray-worker"
+#: ``ids`` (the default): worker log lines show the ids; ``keep``: leave the worker's logging be.
+LOG_FORMAT_ENV: Final = "KILOSTAR_OTEL_RAY_LOG_FORMAT"
+#: The job's own ``worker_process_setup_hook`` (a dotted path), run after :func:`setup_worker`.
+USER_SETUP_HOOK_ENV: Final = "KILOSTAR_OTEL_RAY_USER_SETUP_HOOK"
 
 # The package's logger: its warnings are documented under this name.
 _log = logging.getLogger("kilostar_otel.integrations.ray")
@@ -67,15 +79,6 @@ def warn_unconfigured() -> None:
     )
 
 
-def _in_ray_worker() -> bool:
-    try:
-        import ray
-
-        return bool(ray._private.worker.global_worker.mode == ray.WORKER_MODE)
-    except Exception:
-        return False
-
-
 def _worker_resource() -> dict[str, AttributeValue]:
     attributes: dict[str, AttributeValue] = {"process.pid": os.getpid()}
     try:
@@ -99,16 +102,38 @@ def setup_worker() -> None:
 
     The ``worker_process_setup_hook`` (``SETUP_HOOK``); it also works as Ray's
     ``_tracing_startup_hook`` (``RAY_TRACING_STARTUP_HOOK``), where it leaves the driver alone.
-    Reads ``KILOSTAR_OTEL_RAY_SERVICE_NAME``/``_ENDPOINT``/``_PROTOCOL``/``_FLUSH_TIMEOUT``.
-    Runs once per process and never raises: a failure is logged and the worker keeps working.
+    Reads ``KILOSTAR_OTEL_RAY_SERVICE_NAME``/``_ENDPOINT``/``_PROTOCOL``/``_FLUSH_TIMEOUT``/
+    ``_LOG_FORMAT``. Runs once per process and never raises: a failure is logged and the worker
+    keeps working. Then it runs the job's own setup hook, if :func:`worker_runtime_env` was given
+    one (``KILOSTAR_OTEL_RAY_USER_SETUP_HOOK``); that hook's errors are the job's and propagate.
     """
+    _setup_tracing()
+    user_hook = os.environ.get(USER_SETUP_HOOK_ENV)
+    if user_hook and ray_in_worker():
+        _import_hook(user_hook)()
+
+
+def _import_hook(path: str) -> Callable[[], Any]:
+    """Ray's form of a setup hook: ``package.module.function``."""
+    module, _, name = path.rpartition(".")
+    hook: Callable[[], Any] = getattr(importlib.import_module(module), name)
+    return hook
+
+
+def setup_worker_then(user_hook: Callable[[], Any]) -> None:
+    """:func:`setup_worker`, then the job's own callable setup hook (see worker_runtime_env)."""
+    setup_worker()
+    user_hook()
+
+
+def _setup_tracing() -> None:
     try:
         timeout = os.environ.get(FLUSH_TIMEOUT_ENV)
         if timeout:
             Flushing.timeout = max(float(timeout), 0.0)
     except ValueError:
         _log.warning("kilostar_otel: ignoring %s: not a number", FLUSH_TIMEOUT_ENV)
-    if not _in_ray_worker():
+    if not ray_in_worker():
         # Ray's tracing hook also runs in the driver, which configures tracing itself.
         return
     with _Setup.lock:
@@ -135,6 +160,33 @@ def setup_worker() -> None:
         _log.warning("kilostar_otel: tracing setup failed in Ray worker", exc_info=True)
         return
     _install_loguru_patcher()
+    if os.environ.get(LOG_FORMAT_ENV, "ids") != "keep":
+        _show_ids_in_logs()
+
+
+def _show_ids_in_logs() -> None:
+    """Worker log lines show the ids: the stdlib root handlers and loguru's default sink."""
+    try:
+        from kilostar_otel.integrations.logging import FORMAT, LOGURU_FORMAT, RequestIdFilter
+
+        root = logging.getLogger()
+        if not root.handlers:
+            stream = logging.StreamHandler()
+            stream.setFormatter(logging.Formatter(FORMAT))
+            root.addHandler(stream)
+        for handler in root.handlers:
+            if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+                handler.addFilter(RequestIdFilter())
+        if "loguru" in sys.modules or importlib.util.find_spec("loguru") is not None:
+            from loguru import logger
+
+            try:
+                logger.remove(0)  # loguru's default stderr sink, if the job kept it
+            except ValueError:
+                return
+            logger.add(sys.stderr, format=LOGURU_FORMAT)
+    except Exception:
+        _log.warning("kilostar_otel: could not add the ids to the worker's logs", exc_info=True)
 
 
 def _install_loguru_patcher() -> None:
@@ -156,26 +208,42 @@ def worker_runtime_env(
     protocol: str | None = None,
     service_name: str | None = None,
     flush_timeout: float | None = None,
+    log_format: Literal["ids", "keep"] = "ids",
     runtime_env: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return a job ``runtime_env`` that sets up tracing in every worker with :func:`setup_worker`.
 
     Pass it to ``ray.init(runtime_env=...)`` or as ``--runtime-env-json`` to ``ray job submit``.
     ``endpoint``/``protocol`` are the driver's OTLP settings; ``service_name`` names the workers.
+    ``log_format="ids"`` (the default) makes worker log lines show the ids (stdlib logging with
+    :data:`~kilostar_otel.integrations.logging.FORMAT`, loguru's default sink with
+    ``LOGURU_FORMAT``); ``"keep"`` leaves the worker's logging as it is. A
+    ``worker_process_setup_hook`` already in ``runtime_env`` is kept: it runs after ours.
     """
+    if log_format not in ("ids", "keep"):
+        raise ValueError(f"log_format must be 'ids' or 'keep', not {log_format!r}")
     env = dict(runtime_env or {})
     env_vars = dict(env.get("env_vars") or {})
+    user_hook = env.get("worker_process_setup_hook")
+    hook: Any = SETUP_HOOK
+    if isinstance(user_hook, str) and user_hook not in (SETUP_HOOK, ""):
+        env_vars[USER_SETUP_HOOK_ENV] = user_hook  # a path also works with ray job submit
+    elif callable(user_hook) and user_hook is not setup_worker:
+        hook = functools.partial(setup_worker_then, user_hook)
+    elif user_hook not in (None, "", SETUP_HOOK, setup_worker):
+        raise TypeError(f"worker_process_setup_hook must be a str or callable, not {user_hook!r}")
     for name, value in (
         (ENDPOINT_ENV, endpoint),
         (PROTOCOL_ENV, protocol),
         (SERVICE_NAME_ENV, service_name),
         (FLUSH_TIMEOUT_ENV, None if flush_timeout is None else repr(float(flush_timeout))),
+        (LOG_FORMAT_ENV, None if log_format == "ids" else log_format),
     ):
         if value is not None:
             env_vars[name] = value
     if env_vars:
         env["env_vars"] = env_vars
-    env["worker_process_setup_hook"] = SETUP_HOOK
+    env["worker_process_setup_hook"] = hook
     return env
 
 
