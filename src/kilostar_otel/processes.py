@@ -56,9 +56,13 @@ def _flush_everything() -> None:
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # A pool may signal again while the flush runs; the flush is bounded by its own timeout.
+    # Flush here and leave: raising SystemExit instead could unwind through a lock the pool's
+    # queues hold (a signal between acquiring and the ``with`` block leaks it) and hang the pool.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise SystemExit(128 + signum)  # unwinds to multiprocessing's exit, which runs finalizers
+    try:
+        _flush_everything()
+    finally:
+        os._exit(128 + signum)
 
 
 def flush_at_process_exit() -> None:
@@ -67,8 +71,8 @@ def flush_at_process_exit() -> None:
     Use it as the initializer of a pool, ``Pool(initializer=flush_at_process_exit)``, or call it
     at the start of a child process (or of your own initializer). When the child ends normally
     (the pool is closed and joined) or is terminated (``Pool.terminate()``, the end of a
-    ``with Pool(...)`` block: SIGTERM, which is turned into a normal exit if SIGTERM has no
-    handler yet), every ``configure()`` pipeline is flushed and shut down within its
+    ``with Pool(...)`` block: SIGTERM, which flushes and then exits if SIGTERM had no handler
+    yet), every ``configure()`` pipeline is flushed and shut down within its
     ``exit_timeout_millis``. Idempotent per process; never raises.
     """
     global _registered_pid
