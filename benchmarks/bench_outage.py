@@ -13,6 +13,11 @@ rounds the back end is switched on the same port between
 Rounds alternate the arms so that drift of the machine does not favour one. Run with
 ``python -m benchmarks.bench_outage`` (``--help`` for sizes; ``--json PATH`` writes the results;
 ``--quick`` checks the tooling).
+
+``--rss`` measures memory instead: with the back end refused, a process ends 10,000 spans with
+a 64 KiB attribute each, once with the byte budget lifted (only the 8,192-span queue bounds it,
+as before ``max_queue_bytes``) and once with the default budget (64 MiB); it reports the peak
+RSS, the spans dropped and the bytes queued.
 """
 
 from __future__ import annotations
@@ -210,6 +215,72 @@ def summarize(latencies: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return summary
 
 
+# -- memory with large spans (``--rss``) -------------------------------------------------------
+
+RSS_SPANS = 10_000
+RSS_ATTRIBUTE_BYTES = 64 * 1024
+NO_BYTE_BUDGET = 1 << 62
+
+
+def rss_child(budget: int) -> None:
+    """End large spans with the back end refused; print peak RSS, drops and queued bytes."""
+    import resource
+
+    from opentelemetry import trace
+
+    import kilostar_otel
+
+    telemetry = kilostar_otel.configure(
+        "bench-rss",
+        endpoint=f"http://127.0.0.1:{_free_port()}/v1/traces",
+        protocol="http/protobuf",
+        max_queue_bytes=budget,
+        timeout=1.0,
+    )
+    tracer = trace.get_tracer("bench-rss")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for n in range(RSS_SPANS):
+        span = tracer.start_span("large")
+        span.set_attribute("payload", f"{n:08d}" + "x" * (RSS_ATTRIBUTE_BYTES - 8))
+        span.end()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "rss_before_mib": before / 1024,
+                "rss_peak_mib": peak / 1024,
+                "dropped": telemetry.dropped_spans,
+                "queued_mib": telemetry.queued_bytes / 2**20,
+            }
+        ),
+        flush=True,
+    )
+    telemetry.shutdown(100)
+
+
+def run_rss() -> dict[str, Any]:
+    """Peak RSS without and with the byte budget, each in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KILOSTAR_"))}
+    results: dict[str, Any] = {}
+    for arm, budget in (("no byte budget", NO_BYTE_BUDGET), ("64 MiB (default)", 64 << 20)):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_outage", "--rss-child", str(budget)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[arm] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\n{RSS_SPANS:,} spans with a 64 KiB attribute, back end refused")
+    print(f"  {'queue bound':<18} {'peak RSS MiB':>12} {'dropped':>8} {'queued MiB':>10}")
+    for arm, row in results.items():
+        print(
+            f"  {arm:<18} {row['rss_peak_mib']:>12.0f} {row['dropped']:>8} "
+            f"{row['queued_mib']:>10.1f}"
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500, help="timed requests per round")
@@ -223,9 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--serve", nargs=2, metavar=("ENDPOINT", "PROTOCOL"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--rss", action="store_true", help="peak RSS with 64 KiB spans, without/with byte budget"
+    )
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(*args.serve)
+        return 0
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return 0
+    if args.rss:
+        rss = run_rss()
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"rss": rss}, out, indent=2)
         return 0
     if args.quick:
         args.requests, args.rounds, args.warmup = 50, 1, 5

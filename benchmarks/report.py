@@ -651,11 +651,9 @@ NOTES = [
     "collector), and the room absorbs the gaps while a batch is on the wire; the schedule "
     "stays at 5 s. For the spans here that is about 20 MB at most (see the memory column). "
     "`OTEL_BSP_*` variables and `configure()` arguments override all three.",
-    "- The queue is kilostar-otel's own (`SpanBatch`), with the SDK batch processor's settings "
-    "and behaviour but a quarter of its work per span on the thread that ends the span: no "
-    "process-id check, logging or metrics call per span (fork safety comes from "
-    "`os.register_at_fork`).",
-    "- Drops are counted (`Telemetry.dropped_spans`) and reported: `shutdown()` logs the total.",
+    "- The queue is the SDK's `BatchSpanProcessor`, admitted through a span and a byte budget; "
+    "every span handed to export ends in one count (`delivered_spans`, `failed_spans`, "
+    "`dropped_spans`) and `shutdown()` logs the losses.",
     "- A tight loop of a million spans shows the limit of any in-process exporter in Python: "
     "encoding and sending share the interpreter lock with the loop, and spans that wait in a "
     "full queue survive into the oldest garbage-collector generation, whose full collections "

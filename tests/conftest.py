@@ -28,6 +28,14 @@ settings.register_profile(
 )
 settings.load_profile("default")
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The thorough profile lifts the per-test timeout: 100,000 examples take minutes a test."""
+    if config.getoption("hypothesis_profile", None) == "thorough":
+        for item in items:
+            item.add_marker(pytest.mark.timeout(0))
+
+
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
 _PROVIDER.add_span_processor(KiloStarSpanProcessor())

@@ -81,6 +81,7 @@ PUBLIC_SURFACE: dict[str, list[str]] = {
         "inject",
         "set_global",
     ],
+    "kilostar_otel.processes": ["flush_at_process_exit"],
     "kilostar_otel.sampling": ["LinkAwareSampler", "sampler_from_env", "sampler_from_name"],
     "kilostar_otel.workflow": [
         "WORKFLOW_NAME_ATTRIBUTE",

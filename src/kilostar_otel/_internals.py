@@ -32,6 +32,7 @@ __all__ = [
     "FAST_PATHS",
     "SPAN_KEY",
     "SDKConfigurator",
+    "abandon_batch",
     "attach_context",
     "attribute_items",
     "batch_queue",
@@ -302,6 +303,32 @@ def shutdown_batch(batch: Any, timeout_millis: int) -> None:
         batch.shutdown()
 
 
+def abandon_batch(batch: object) -> None:
+    """Stop a ``BatchSpanProcessor`` inherited by a forked child without exporting anything.
+
+    Its exporter holds the parent's connections, which the child must neither use nor close.
+    Verified on opentelemetry-sdk 1.27-1.45: empties the queue, sets the flag its worker loop
+    checks (``_shutdown``; ``done`` before 1.3x) and wakes the worker (``_worker_awaken``;
+    ``condition`` before). Fallback: nothing (the abandoned worker idles on an empty queue).
+    """
+    inner, queue = batch_queue(batch)
+    if queue is not None:
+        queue.clear()
+    for flag in ("_shutdown", "done"):
+        if hasattr(inner, flag):
+            setattr(inner, flag, True)
+    waker = getattr(inner, "_worker_awaken", None)
+    if waker is not None and hasattr(waker, "set"):
+        waker.set()
+    condition = getattr(inner, "condition", None)
+    if condition is not None and hasattr(condition, "notify_all"):
+        try:
+            with condition:
+                condition.notify_all()
+        except RuntimeError:
+            pass
+
+
 def span_processors_of(provider: object) -> tuple[object, ...]:
     """The span processors an SDK ``TracerProvider`` runs (there is no public getter).
 
@@ -443,6 +470,22 @@ def _fast_batch() -> bool:
     return found and batch_stopped(inner)
 
 
+def _fast_abandon() -> bool:
+    import threading
+
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    batch = BatchSpanProcessor(InMemorySpanExporter(), schedule_delay_millis=60_000)
+    inner, _ = batch_queue(batch)
+    abandon_batch(batch)
+    worker = getattr(inner, "_worker_thread", None)
+    if isinstance(worker, threading.Thread):
+        worker.join(5)  # woken and stopped, not left waiting its 60 s delay
+        return batch_stopped(inner) and not worker.is_alive()
+    return False
+
+
 def _fast_loguru() -> bool:
     from loguru import logger
 
@@ -500,6 +543,7 @@ FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
     "finished_span_fields": _fast_finished_span,
     "checked_trace_state": _fast_trace_state,
     "batch_queue": _fast_batch,
+    "abandon_batch": _fast_abandon,
     "grpc_exporter_with_encoder": _fast_grpc_exporter,
     "loguru_patcher": _fast_loguru,
     "ray": _fast_ray,

@@ -21,6 +21,7 @@ __all__ = [
     "REQUEST_ID_BAGGAGE",
     "REQUEST_ID_HEADER",
     "REQUEST_ID_HEADER_NAME",
+    "SPAN_CUT_ATTRIBUTE",
     "TRACEPARENT_HEADER",
     "TRACESTATE_HEADER",
     "TRACE_ID_ATTRIBUTE",
@@ -40,6 +41,9 @@ TRACE_ID_ATTRIBUTE: Final = "kilostar.trace_id"
 WORKFLOW_NAME_ATTRIBUTE: Final = "kilostar.workflow.name"
 #: Event on the request span when a workflow starts.
 WORKFLOW_STARTED_EVENT: Final = "kilostar.workflow.started"
+#: Span attribute set by the export pipeline on a span it had to change to send it: what it did
+#: (``"encoding"``: text that is not valid UTF-8 was escaped; ``"size"``: long values were cut).
+SPAN_CUT_ATTRIBUTE: Final = "kilostar.span.cut"
 #: Span attribute: log records not recorded as span events because the span reached its cap.
 LOG_EVENTS_DROPPED_ATTRIBUTE: Final = "kilostar.log.dropped_events"
 

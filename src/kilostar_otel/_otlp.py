@@ -217,9 +217,10 @@ def _span(span: Any) -> bytes:
             parts.append(b"\x41" + _FIXED64(end))
     if attributes:
         parts.append(_attributes(b"\x4a", attributes))
-        # ReadableSpan.dropped_attributes, and the same for events and links below.
-        if isinstance(attributes, BoundedAttributes) and attributes.dropped:
-            parts.append(_uint(b"\x50", attributes.dropped))
+    # ReadableSpan.dropped_attributes (also when every attribute was dropped), and the same for
+    # events and links below.
+    if isinstance(attributes, BoundedAttributes) and attributes.dropped:
+        parts.append(_uint(b"\x50", attributes.dropped))
     dropped_events = events.dropped if isinstance(events, BoundedList) else 0
     events = bounded_list_items(events)  # finished: no more appends
     for event in events:

@@ -42,13 +42,16 @@ __all__ = [
     "ENDPOINT",
     "EXPORTER",
     "EXPORTERS",
+    "EXIT_TIMEOUT_MILLIS",
     "EXPORT_TIMEOUT_MILLIS",
     "Found",
     "HEADERS",
     "INSECURE",
     "LINK_AWARE_SAMPLING",
     "MAX_EXPORT_BATCH_SIZE",
+    "MAX_QUEUE_BYTES",
     "MAX_QUEUE_SIZE",
+    "MAX_SPAN_BYTES",
     "PARAMS",
     "PROPAGATOR",
     "PROTOCOL",
@@ -60,6 +63,7 @@ __all__ = [
     "SCHEDULE_DELAY_MILLIS",
     "SERVICE_NAME",
     "SET_GLOBAL",
+    "STRICT",
     "Settings",
     "TIMEOUT",
     "build_propagator",
@@ -126,7 +130,7 @@ def lookup(param: Param[_T], argument: object = None, *, use_env: bool = True) -
 
 
 def _flag(value: object, source: str) -> bool:
-    if isinstance(value, str) and source.startswith("OTEL_"):
+    if isinstance(value, str) and source.startswith(("OTEL_", "KILOSTAR_")):
         text = value.lower()  # only "true", in any case, is true (the specification's rule)
         if text not in ("true", "false"):
             _log.warning("%s=%r is not 'true' or 'false'; treating it as false", source, text[:32])
@@ -286,6 +290,18 @@ MAX_EXPORT_BATCH_SIZE: Final = Param[int](
 EXPORT_TIMEOUT_MILLIS: Final = Param[int](
     "export_timeout_millis", ("OTEL_BSP_EXPORT_TIMEOUT",), 30000, _positive_int,
     "the batch pipeline's export timeout")
+MAX_QUEUE_BYTES: Final = Param[int](
+    "max_queue_bytes", ("KILOSTAR_BSP_MAX_QUEUE_BYTES",), 64 * 1024 * 1024, _positive_int,
+    "estimated bytes the batch queue holds (64 MiB); more spans are dropped and counted")
+EXIT_TIMEOUT_MILLIS: Final = Param[int](
+    "exit_timeout_millis", ("KILOSTAR_EXIT_TIMEOUT_MILLIS",), 5000, _positive_int,
+    "longest the at-exit flush holds the process up (the back end may be down)")
+MAX_SPAN_BYTES: Final = Param[int](
+    "max_span_bytes", ("KILOSTAR_MAX_SPAN_BYTES",), 1024 * 1024, _positive_int,
+    "estimated bytes one span may send (1 MiB); longer values are cut and the span marked")
+STRICT: Final = Param[bool](
+    "strict", ("KILOSTAR_STRICT",), False, _flag,
+    "a second configure() that conflicts with the first raises instead of warning")
 # fmt: on
 
 #: Every ``configure()`` argument, in signature order.
@@ -311,6 +327,10 @@ PARAMS: Final[Mapping[str, Param[Any]]] = {
         SCHEDULE_DELAY_MILLIS,
         MAX_EXPORT_BATCH_SIZE,
         EXPORT_TIMEOUT_MILLIS,
+        MAX_QUEUE_BYTES,
+        EXIT_TIMEOUT_MILLIS,
+        MAX_SPAN_BYTES,
+        STRICT,
     )
 }
 
@@ -342,7 +362,11 @@ class Settings:
     schedule_delay_millis: int
     max_export_batch_size: int
     export_timeout_millis: int
+    max_queue_bytes: int
+    exit_timeout_millis: int
+    max_span_bytes: int
     set_global: bool = field(compare=False)
+    strict: bool = field(compare=False, default=False)
 
 
 def resolve_settings(
@@ -366,6 +390,10 @@ def resolve_settings(
     schedule_delay_millis: int | None,
     max_export_batch_size: int | None,
     export_timeout_millis: int | None,
+    max_queue_bytes: int | None,
+    exit_timeout_millis: int | None,
+    max_span_bytes: int | None,
+    strict: bool | None,
 ) -> Settings:
     """Look every row of :data:`PARAMS` up and check how they fit; raise ``ValueError`` if not."""
     is_disabled = lookup(DISABLED, disabled).value
@@ -417,7 +445,11 @@ def resolve_settings(
         schedule_delay_millis=lookup(SCHEDULE_DELAY_MILLIS, schedule_delay_millis).value,
         max_export_batch_size=max_batch,
         export_timeout_millis=lookup(EXPORT_TIMEOUT_MILLIS, export_timeout_millis).value,
+        max_queue_bytes=lookup(MAX_QUEUE_BYTES, max_queue_bytes).value,
+        exit_timeout_millis=lookup(EXIT_TIMEOUT_MILLIS, exit_timeout_millis).value,
+        max_span_bytes=lookup(MAX_SPAN_BYTES, max_span_bytes).value,
         set_global=lookup(SET_GLOBAL, set_global).value,
+        strict=lookup(STRICT, strict).value,
     )
 
 

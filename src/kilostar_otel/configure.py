@@ -10,12 +10,15 @@ on a request; the export pipeline lives in :mod:`kilostar_otel._export`.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Literal
+from typing import Final, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -31,7 +34,6 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from kilostar_otel._export import (
     PROCESSOR_MARK,
     _ExportPipeline,
-    build_batch,
     build_exporter,
     mark_processor_installed,
 )
@@ -40,7 +42,7 @@ from kilostar_otel._settings import Settings, build_propagator, resolve_settings
 from kilostar_otel.processor import KiloStarSpanProcessor
 from kilostar_otel.sampling import LinkAwareSampler, sampler_from_name
 
-__all__ = ["Telemetry", "configure", "has_kilostar_processor"]
+__all__ = ["Telemetry", "configure", "has_kilostar_processor", "live_handles"]
 
 _log = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ OtlpProtocol = Literal["grpc", "http/protobuf"]
 
 _lock = threading.Lock()
 _global: Telemetry | None = None
+#: Every handle with an export pipeline, re-initialised in a forked child.
+_handles: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+_fork_hook_registered = False
+
+#: Set per process by the SDK (since 1.4x) and renewed in a forked child: never a conflict.
+_INSTANCE_ID: Final = "service.instance.id"
 
 
 # -- the sampler ----------------------------------------------------------------------------------
@@ -105,8 +113,11 @@ class _SamplerSlot(Sampler):
 class Telemetry:
     """What :func:`configure` set up: the provider, its exporter, and how to flush or stop it.
 
-    ``dropped_spans`` counts spans the batch pipeline dropped because its queue was full (or it
-    was shut down). Usable as a context manager that shuts everything down on exit.
+    Every span handed to export ends up in exactly one count: ``delivered_spans`` (the back end
+    accepted it), ``failed_spans`` (its export failed after the exporter's retries) or
+    ``dropped_spans`` (never sent: the queue was full in spans or bytes, or it was shut down),
+    or it is still queued. Alert on the last two. Counts are per process (a forked child starts
+    at zero). Usable as a context manager that shuts everything down on exit.
     """
 
     def __init__(
@@ -131,6 +142,7 @@ class Telemetry:
         self._atexit_registered = False
         self._flush_lock = threading.Lock()
         self._flush_thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     @property
     def tracer_provider(self) -> TracerProvider:
@@ -176,22 +188,48 @@ class Telemetry:
 
     @property
     def dropped_spans(self) -> int:
-        """Spans dropped by the batch pipeline since configure() (queue full or shut down)."""
+        """Spans never sent: the queue was full (``max_queue_size`` or ``max_queue_bytes``), the
+        pipeline was shut down, or spans were still queued when the shutdown gave up."""
         return self._pipeline.dropped if self._pipeline is not None else 0
+
+    @property
+    def failed_spans(self) -> int:
+        """Spans lost in exports that failed (after the exporter's retries and timeout)."""
+        return self._pipeline.failed if self._pipeline is not None else 0
+
+    @property
+    def delivered_spans(self) -> int:
+        """Spans the back end accepted."""
+        return self._pipeline.delivered if self._pipeline is not None else 0
+
+    @property
+    def cut_spans(self) -> int:
+        """Spans sent as a safe copy marked ``kilostar.span.cut`` (text that could not be
+        encoded was escaped, values over ``max_span_bytes`` were cut); they were not lost."""
+        return self._pipeline.cut if self._pipeline is not None else 0
+
+    @property
+    def queued_bytes(self) -> int:
+        """Estimated bytes of the spans waiting in the export queue now."""
+        return self._pipeline.queued_bytes if self._pipeline is not None else 0
 
     def get_tracer(self, name: str, version: str | None = None) -> trace.Tracer:
         """A tracer from this handle's provider (useful with ``set_global=False``)."""
         return self._tracer_provider.get_tracer(name, version)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export every finished span now; False if it did not finish within the timeout.
+        """Export every finished span now; True only if that finished in time and lost nothing.
 
-        The SDK's flush can outlive its timeout while the back end is down (it retries), so it
-        runs on a helper thread that this call waits for at most ``timeout_millis``. A flush still
-        running from an earlier call is waited for first, so flushes never pile up.
+        False when the flush did not finish within ``timeout_millis`` (the spans stay queued
+        and are retried), or when an export failed meanwhile (``failed_spans`` grew: those
+        spans are lost). The SDK's own ``force_flush`` returns True in both cases. The SDK's
+        flush can outlive its timeout while the back end is down (it retries), so it runs on a
+        helper thread that this call waits for at most ``timeout_millis``; a flush still running
+        from an earlier call is waited for first, so flushes never pile up.
         """
         if self._shut_down or not self.enabled:
             return not self._shut_down
+        failed_before = self.failed_spans
         deadline = time.monotonic() + max(timeout_millis, 0) / 1000
         if not self._flush_lock.acquire(timeout=max(timeout_millis, 0) / 1000):
             return False  # another caller is flushing and did not finish in our time
@@ -213,7 +251,7 @@ class Telemetry:
             worker.join(max(deadline - time.monotonic(), 0))
         finally:
             self._flush_lock.release()
-        return bool(done) and done[0]
+        return bool(done) and done[0] and self.failed_spans == failed_before
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Flush and stop the export pipeline (idempotent); spans ended later are dropped."""
@@ -227,10 +265,37 @@ class Telemetry:
         elif self.enabled:
             self._tracer_provider.force_flush(timeout_millis)
 
+    def _exit(self) -> None:
+        """At interpreter exit: flush for at most ``exit_timeout_millis``, then give up."""
+        self.shutdown(self._settings.exit_timeout_millis)
+
     def _register_atexit(self) -> None:
         if not self._atexit_registered:
-            atexit.register(self.shutdown)
+            atexit.register(self._exit)
             self._atexit_registered = True
+
+    def _after_fork(self) -> None:
+        """In a forked child: a fresh export pipeline (own connections, counts from zero).
+
+        The SDK's provider renews ``service.instance.id`` for the child itself (since 1.4x).
+        """
+        self._pid = os.getpid()
+        self._flush_lock = threading.Lock()
+        self._flush_thread = None
+        if self._pipeline is not None and not self._shut_down:
+            if (
+                self._settings.exporter == "otlp"
+                and self._settings.protocol == "grpc"
+                and os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() not in ("1", "true")
+            ):
+                _log.warning(
+                    "kilostar-otel: exporting over gRPC from a forked child needs "
+                    "GRPC_ENABLE_FORK_SUPPORT=true (set before grpc is imported), or use "
+                    "protocol='http/protobuf'; gRPC may hang or crash otherwise"
+                )
+            exporter = build_exporter(self._settings)
+            self._pipeline.after_fork(exporter)
+            self._exporter = exporter
 
     def __enter__(self) -> Telemetry:
         return self
@@ -274,6 +339,10 @@ def configure(
     schedule_delay_millis: int | None = None,
     max_export_batch_size: int | None = None,
     export_timeout_millis: int | None = None,
+    max_queue_bytes: int | None = None,
+    exit_timeout_millis: int | None = None,
+    max_span_bytes: int | None = None,
+    strict: bool | None = None,
 ) -> Telemetry:
     """Set up tracing and OTLP export for KiloStar ids in one call; return a :class:`Telemetry`.
 
@@ -282,8 +351,11 @@ def configure(
     batch pipeline to the OTLP exporter, plus the propagator (tracecontext, baggage, kilostar
     unless ``OTEL_PROPAGATORS`` says otherwise). ``OTEL_*`` variables fill what arguments leave
     out. Calling it again with the same settings returns the same handle; with other settings
-    the export pipeline and sampler are replaced in place. Invalid settings raise ValueError.
-    See docs/configuration.md for every argument, variable and default.
+    the export pipeline and sampler are replaced in place. In a forked child (gunicorn
+    ``post_fork``, multiprocessing) the handle has already re-initialised itself for that
+    process. A call that conflicts with the first (another resource) logs a warning and keeps
+    the first resource, unless ``strict``; invalid settings raise ValueError. See
+    docs/configuration.md for every argument, variable and default.
 
     Args:
         service_name: ``service.name`` of the resource (else ``OTEL_SERVICE_NAME``).
@@ -305,6 +377,10 @@ def configure(
         schedule_delay_millis: longest wait between two exports (5000).
         max_export_batch_size: spans per export request (1024, at most ``max_queue_size``).
         export_timeout_millis: the batch pipeline's export timeout (30000).
+        max_queue_bytes: estimated bytes of queued spans (64 MiB); more are dropped and counted.
+        exit_timeout_millis: longest the at-exit flush may hold the process up (5000).
+        max_span_bytes: estimated bytes one span may send (1 MiB); longer values are cut.
+        strict: a conflicting second call raises ValueError instead of warning (False).
     """
     settings = resolve_settings(
         service_name=service_name,
@@ -326,6 +402,10 @@ def configure(
         schedule_delay_millis=schedule_delay_millis,
         max_export_batch_size=max_export_batch_size,
         export_timeout_millis=export_timeout_millis,
+        max_queue_bytes=max_queue_bytes,
+        exit_timeout_millis=exit_timeout_millis,
+        max_span_bytes=max_span_bytes,
+        strict=strict,
     )
     # Everything that can be wrong has been checked; only now is anything built or installed.
     resolved_propagator = build_propagator(settings)
@@ -359,16 +439,41 @@ def _build_provider(
         sampler=sampler, resource=Resource(settings.resource), shutdown_on_exit=shutdown_on_exit
     )
     provider.add_span_processor(KiloStarSpanProcessor())
-    pipeline = _ExportPipeline(build_batch(settings, exporter), settings.max_queue_size)
+    pipeline = _ExportPipeline(exporter, settings)
     provider.add_span_processor(pipeline)
     return provider, exporter, pipeline
+
+
+def _track(handle: Telemetry) -> None:
+    """Re-initialise ``handle`` in every forked child (registered after its provider's hook)."""
+    global _fork_hook_registered
+    _handles.add(handle)
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_registered = True
+
+
+def live_handles() -> list[Telemetry]:
+    """Every handle of this process that has an export pipeline (for flushing at exit)."""
+    return list(_handles)
+
+
+def _after_fork_in_child() -> None:
+    """The at-fork hook: fresh locks and export pipelines; never raises into ``os.fork()``."""
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    for handle in list(_handles):
+        try:
+            handle._after_fork()
+        except Exception:
+            _log.exception("kilostar-otel could not re-initialise export in a forked child")
 
 
 def _build_private(settings: Settings, propagator: TextMapPropagator) -> Telemetry:
     if settings.disabled:
         return _disabled_handle(settings, propagator)
     provider, exporter, pipeline = _build_provider(settings, _build_sampler(settings), True)
-    return Telemetry(
+    handle = Telemetry(
         provider,
         propagator,
         settings=settings,
@@ -377,6 +482,15 @@ def _build_private(settings: Settings, propagator: TextMapPropagator) -> Telemet
         sampler_slot=None,
         owns_provider=True,
     )
+    _track(handle)
+    return handle
+
+
+def _same_resource(first: Mapping[str, object], second: Mapping[str, object]) -> bool:
+    """Equal but for ``service.instance.id``, which the SDK renews in every process."""
+    return {k: v for k, v in first.items() if k != _INSTANCE_ID} == {
+        k: v for k, v in second.items() if k != _INSTANCE_ID
+    }
 
 
 def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Telemetry:
@@ -384,8 +498,12 @@ def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Tele
     from kilostar_otel.propagation import set_global as set_global_propagator
 
     current = _global
-    if current is not None and current._settings == settings and not current._shut_down:
-        return current
+    if current is not None and current._pid != os.getpid():
+        current._after_fork()  # forked without os.fork()'s hooks (they normally did this)
+    if current is not None and _same_resource(current._settings.resource, settings.resource):
+        settings = dataclasses.replace(settings, resource=current._settings.resource)
+        if current._settings == settings and not current._shut_down:
+            return current
     if settings.disabled:
         # Nothing to install: spans stay no-ops, but ids still travel in headers.
         if current is not None:
@@ -418,17 +536,28 @@ def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Tele
             owns_provider=False,
         )
     if not isinstance(installed, trace.ProxyTracerProvider):
-        raise ValueError(
+        message = (
             f"a non-SDK TracerProvider ({type(installed).__name__}) is already installed "
             "globally; use configure(set_global=False)"
         )
+        if settings.strict:
+            raise ValueError(message)
+        _log.warning("configure(): %s; tracing with a private provider instead", message)
+        set_global_propagator(propagator)
+        return _build_private(dataclasses.replace(settings, set_global=False), propagator)
 
     slot = _SamplerSlot(_build_sampler(settings))
     provider, exporter, pipeline = _build_provider(settings, slot, False)  # shut down by atexit
     mark_processor_installed(provider)
     trace.set_tracer_provider(provider)
     if trace.get_tracer_provider() is not provider:
-        raise ValueError("another TracerProvider was installed concurrently; configure() lost")
+        message = "another TracerProvider was installed concurrently; configure() lost"
+        if settings.strict:
+            raise ValueError(message)
+        _log.warning("configure(): %s; tracing with a private provider instead", message)
+        provider.shutdown()
+        set_global_propagator(propagator)
+        return _build_private(dataclasses.replace(settings, set_global=False), propagator)
     set_global_propagator(propagator)
     handle = Telemetry(
         provider,
@@ -440,6 +569,7 @@ def _configure_global(settings: Settings, propagator: TextMapPropagator) -> Tele
         owns_provider=True,
     )
     handle._register_atexit()
+    _track(handle)
     _global = handle
     return handle
 
@@ -448,12 +578,16 @@ def _reconfigure(
     current: Telemetry, settings: Settings, propagator: TextMapPropagator
 ) -> Telemetry:
     """Apply new settings to the provider ``configure()`` installed before."""
-    if settings.resource != current._settings.resource:
-        raise ValueError(
+    if not _same_resource(settings.resource, current._settings.resource):
+        message = (
             "configure() already installed the global TracerProvider with resource "
             f"{current._settings.resource!r}; the resource (service name, resource attributes) "
             "cannot change in a running process"
         )
+        if settings.strict:
+            raise ValueError(message)
+        _log.warning("%s: kept it, applied the other settings (strict=True raises)", message)
+    settings = dataclasses.replace(settings, resource=current._settings.resource)
     from kilostar_otel.propagation import set_global as set_global_propagator
 
     pipeline, slot = current._pipeline, current._sampler_slot
@@ -462,9 +596,7 @@ def _reconfigure(
     assert slot is not None
     exporter = build_exporter(settings)
     slot.current = _build_sampler(settings)
-    pipeline.replace(
-        build_batch(settings, exporter), settings.max_queue_size, settings.export_timeout_millis
-    )
+    pipeline.replace(exporter, settings)
     set_global_propagator(propagator)
     current._settings = settings
     current._exporter = exporter

@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -20,6 +20,7 @@ from opentelemetry.util.types import AttributeValue
 
 from kilostar_otel import _internals
 from kilostar_otel._calls import detach, wrap
+from kilostar_otel._guard import internal_error
 from kilostar_otel._idcontext import TRACE_ID_KEY, current_request_id
 from kilostar_otel._internals import SPAN_KEY, stamp_attribute
 from kilostar_otel._names import (
@@ -68,6 +69,24 @@ def _tracer_of(provider: TracerProvider) -> Tracer:
         except TypeError:  # pragma: no cover - get() would have raised already
             pass
     return tracer
+
+
+#: The longest status description a workflow root gets (the text comes from an exception).
+_STATUS_DESCRIPTION_MAX: Final = 1024
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"`` for a status description: never raises, valid UTF-8, bounded.
+
+    The message may hold client input (a lone surrogate such as ``"\\ud800"`` cannot be
+    encoded and would make the back end reject the whole batch), or ``__str__`` may raise.
+    """
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__}: <str() failed>"
+    text = text[:_STATUS_DESCRIPTION_MAX]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _log = logging.getLogger("kilostar_otel")
@@ -136,10 +155,15 @@ class _Run:
 
     def finish(self, exc: BaseException | None) -> None:
         span = self.span
-        if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        span.end()
+        try:
+            if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
+                span.set_status(Status(StatusCode.ERROR, _describe(exc)))
+                try:
+                    span.record_exception(exc)
+                except Exception as error:  # the exception's own __str__ or __repr__ raised
+                    internal_error("workflow.finish", error)
+        finally:
+            span.end()  # on every path, whatever the exception does
 
     async def finish_async(self, exc: BaseException | None) -> None:
         self.finish(exc)

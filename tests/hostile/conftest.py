@@ -8,3 +8,4 @@ from tests.integrations.conftest import (  # noqa: F401 - re-exported as fixture
     serve_wsgi,
     stdlib_logs,
 )
+from tests.otlp.conftest import receiver  # noqa: F401 - the embedded OTLP receiver fixture

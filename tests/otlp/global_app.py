@@ -8,6 +8,7 @@ JSON line with what it observed.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -38,11 +39,18 @@ def twice(grpc_endpoint: str, http_endpoint: str) -> dict[str, Any]:
         "twice-svc", endpoint=http_endpoint, protocol="http/protobuf", sampler="always_on"
     )
     tracer.start_span("two").end()
+    same = {"endpoint": http_endpoint, "protocol": "http/protobuf", "sampler": "always_on"}
     try:
-        kilostar_otel.configure("another-name", endpoint=http_endpoint, protocol="http/protobuf")
+        kilostar_otel.configure("another-name", strict=True, **same)  # type: ignore[arg-type]
         rename_error = ""
     except ValueError as exc:
         rename_error = str(exc)
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("kilostar_otel.configure").addHandler(handler)
+    lenient = kilostar_otel.configure("another-name", **same)  # type: ignore[arg-type]
+    logging.getLogger("kilostar_otel.configure").removeHandler(handler)
     provider = trace.get_tracer_provider()
     report = {
         "same_handle": first is again is reconfigured is moved,
@@ -51,6 +59,9 @@ def twice(grpc_endpoint: str, http_endpoint: str) -> dict[str, Any]:
         "sampler": first.sampler.get_description(),
         "endpoint": first.endpoint,
         "rename_error": rename_error,
+        "lenient_same_handle": lenient is first,
+        "lenient_warnings": warnings,
+        "service_name": first.tracer_provider.resource.attributes["service.name"],
         "propagator_fields": sorted(propagate.get_global_textmap().fields),
     }
     first.shutdown(10_000)

@@ -32,6 +32,10 @@ def test_calling_configure_again_never_adds_processors(receiver: OtlpReceiver) -
     assert report["sampler"] == "LinkAware{AlwaysOnSampler}"
     assert report["endpoint"] == receiver.http_endpoint + "/v1/traces"
     assert "cannot change" in report["rename_error"]
+    # Without strict=True a conflicting call never stops a service: a warning, the first resource.
+    assert report["lenient_same_handle"] is True
+    assert report["service_name"] == "twice-svc"
+    assert [w for w in report["lenient_warnings"] if "cannot change" in w and "kept it" in w]
     assert "x-request-id" in report["propagator_fields"]
     assert report["dropped"] == 0
     spans = {s.name: s for s in receiver.wait_for_spans(2)}

@@ -85,6 +85,10 @@ SAMPLES: dict[str, Sample] = {
     "schedule_delay_millis": Sample(10, "20", 10, 20, lambda s: s.schedule_delay_millis),
     "max_export_batch_size": Sample(100, "200", 100, 200, lambda s: s.max_export_batch_size),
     "export_timeout_millis": Sample(10, "20", 10, 20, lambda s: s.export_timeout_millis),
+    "max_queue_bytes": Sample(1000, "2000", 1000, 2000, lambda s: s.max_queue_bytes),
+    "exit_timeout_millis": Sample(10, "20", 10, 20, lambda s: s.exit_timeout_millis),
+    "max_span_bytes": Sample(1000, "2000", 1000, 2000, lambda s: s.max_span_bytes),
+    "strict": Sample(False, "TRUE", False, True, lambda s: s.strict),
 }  # fmt: skip
 
 
@@ -159,7 +163,7 @@ def test_the_first_variable_set_wins_and_blank_ones_count_as_unset(
 #: Rows whose variable is never an error: a flag that is not "true" is false (with a warning),
 #: a sampler argument is checked only by a sampler that takes one, and OTEL_PROPAGATORS names are
 #: checked when configure() loads them (after resolving).
-LENIENT = ("insecure", "disabled", "sampler_arg", "propagator")
+LENIENT = ("insecure", "disabled", "sampler_arg", "propagator", "strict")
 
 
 @pytest.mark.parametrize(

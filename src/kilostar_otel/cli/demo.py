@@ -334,6 +334,7 @@ def run_demo(
         if [c.status for c in calls] != expected:
             return _fail(err, f"unexpected statuses {[c.status for c in calls]}, not {expected}")
         if exporter.failed or not exporter.delivered:
+            telemetry.shutdown(1000)  # its own warning about the loss first; ours is the last line
             return _fail(
                 err,
                 f"{exporter.failed} span(s) could not be sent to {where}: is an OTLP receiver "

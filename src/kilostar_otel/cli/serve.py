@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from types import FrameType
 from typing import IO
 
 from kilostar_otel.viewer.tree import TraceGroup, TraceGrouper, make_console, render_groups
@@ -16,12 +17,19 @@ __all__ = ["run_serve"]
 _TICK = 0.1
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run_serve(
     args: argparse.Namespace,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
 ) -> int:
-    """Receive OTLP on ``args.host`` until Ctrl-C/SIGTERM, printing each complete request group."""
+    """Receive OTLP on ``args.host`` until Ctrl-C/SIGTERM, printing each complete request group.
+
+    A stop signal only sets a flag: the loop then stops the receivers (no new requests are
+    acknowledged), and prints and writes everything already acknowledged before returning.
+    """
     from kilostar_otel.viewer.otlp_json import OtlpJsonLinesWriter
     from kilostar_otel.viewer.receiver import OtlpReceiver, ReceivedSpan
 
@@ -70,13 +78,16 @@ def run_serve(
             writer.write(request)
             written += 1
 
-    # Ctrl-C and SIGTERM only set a flag: a tree being printed is never cut off half-way.
     stop = threading.Event()
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if in_main:
-        for sig in previous:
-            signal.signal(sig, lambda signum, frame: stop.set())
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for number in _STOP_SIGNALS:
+            previous[number] = signal.getsignal(number)
+            signal.signal(number, on_signal)
     print(
         f"kilostar-otel serve: OTLP gRPC on {receiver.grpc_endpoint}, "
         f"OTLP HTTP on {receiver.http_endpoint}/v1/traces. Ctrl-C to stop.",
@@ -89,19 +100,18 @@ def run_serve(
                 groups = grouper.pop_ready(time.monotonic())
             emit(groups)
             write_new()
-    except KeyboardInterrupt:  # not in the main thread: no handler of ours
-        pass
+    except KeyboardInterrupt:
+        pass  # a Ctrl-C that arrived before the handler was installed
     finally:
-        receiver.stop()
-        if in_main:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        receiver.stop()  # stop acknowledging; what was acknowledged is drained below
     with lock:
         groups = grouper.pop_ready(time.monotonic(), everything=True)
     emit(groups)
     write_new()
     if writer is not None:
         writer.close()
+    for number, handler in previous.items():  # a second signal during the drain changed nothing
+        signal.signal(number, handler)
     suffix = f"; {written} OTLP/JSON lines in {args.out}" if writer is not None else ""
     print(f"kilostar-otel serve: stopped after {printed} trace group(s){suffix}.", file=err)
     return 0
