@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.capacity import proc_status
+
 __all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "run_pass", "summary"]
 
 ARMS = ("otel", "kilostar", "logfire", "correlation")
@@ -347,17 +349,6 @@ async def _drive(app: Any, requests: int, start: int = 0) -> int:
     return ok
 
 
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes (0 where there is no /proc)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def serve(arm: str, service: str, endpoint: str, warmup: int) -> None:
     """Child process: build ``arm``, warm it up, then obey the parent, one line each:
     ``run N`` drives N requests and answers their figures; ``finish`` flushes, answers the
@@ -372,7 +363,7 @@ def serve(arm: str, service: str, endpoint: str, warmup: int) -> None:
     gc.collect()
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM)
-    rss_before = _status("VmRSS")
+    rss_before = proc_status("VmRSS")
     requests, cpu = 0, time.process_time()
     print("ready", flush=True)
     for line in sys.stdin:
@@ -387,7 +378,7 @@ def serve(arm: str, service: str, endpoint: str, warmup: int) -> None:
             break
     built.flush()  # every span of the measured requests exported: their export CPU counts
     cpu = time.process_time() - cpu
-    rss_after, peak = _status("VmRSS"), _status("VmHWM")
+    rss_after, peak = proc_status("VmRSS"), proc_status("VmHWM")
     loop.close()
     total = requests + warmup
     print(

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "run"]
+__all__ = ["Settings", "proc_status", "run"]
 
 ARMS = ("sdk_default", "kilostar")
 #: The tight loop of ``memory_spans`` spans also runs with ``configure(exporter="none")``: the
@@ -258,7 +258,7 @@ def _finish(
 # -- memory, in a fresh process per arm -----------------------------------------------------------
 
 
-def _proc_status(field: str) -> int:
+def proc_status(field: str) -> int:
     """A ``/proc/self/status`` field in bytes (0 where there is no /proc)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -279,11 +279,11 @@ def _memory_child(arm: str, endpoint: str, spans: int, service: str) -> None:
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
         reset = True
-    before = _proc_status("VmRSS")
+    before = proc_status("VmRSS")
     seconds = _tight(pipeline, spans)
     pipeline.flush()
-    peak = _proc_status("VmHWM")
-    after = _proc_status("VmRSS")
+    peak = proc_status("VmHWM")
+    after = proc_status("VmRSS")
     dropped = pipeline.dropped()
     pipeline.shutdown()
     print(
