@@ -106,7 +106,8 @@ def _with_dropped(attributes: dict[str, Any], dropped: int) -> BoundedAttributes
 
 
 def _listed(items: list[Any], dropped: int) -> BoundedList[Any]:
-    bounded = BoundedList.from_seq(None, items)
+    unbounded: Any = None  # typed ``int`` before SDK 1.43; None means no limit on every release
+    bounded = BoundedList.from_seq(unbounded, items)
     bounded.dropped = dropped
     return bounded
 
