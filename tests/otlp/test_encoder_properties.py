@@ -30,7 +30,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from kilostar_otel._otlp import encode_trace_request
+from kilostar_otel._internals import sdk_encodes_none
+from kilostar_otel._otlp import UnsupportedSpanError, encode_trace_request
 
 TEXT = st.text(max_size=16)
 KEYS = st.text(min_size=1, max_size=8)
@@ -132,7 +133,13 @@ def _record(batch: dict[str, Any]) -> list[ReadableSpan]:
 @given(BATCH)
 def test_every_span_field_encodes_to_the_sdks_bytes(batch: dict[str, Any]) -> None:
     spans = _record(batch)
-    assert encode_trace_request(spans) == bytes(encode_spans(spans).SerializeToString())
+    try:
+        ours = encode_trace_request(spans)
+    except UnsupportedSpanError:
+        # Only where the SDK skips None values (before 1.43): the batch goes to its encoder.
+        assert not sdk_encodes_none()
+        return
+    assert ours == bytes(encode_spans(spans).SerializeToString())
 
 
 def test_dropped_attributes_count_survives_when_every_attribute_was_dropped() -> None:
