@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.capacity import proc_status
+from benchmarks.capacity import proc_status, stop_child
 
 __all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "run_pass", "summary"]
 
@@ -462,14 +462,7 @@ class ArmProcess:
 
     def close(self) -> None:
         """Stop the child (by its pid, through its stdin)."""
-        with contextlib.suppress(Exception):
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc, timeout=60)
 
 
 def run_pass(

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "proc_status", "run"]
+__all__ = ["Settings", "proc_status", "run", "stop_child"]
 
 ARMS = ("sdk_default", "kilostar")
 #: The tight loop of ``memory_spans`` spans also runs with ``configure(exporter="none")``: the
@@ -139,14 +139,7 @@ class ReceiverProcess:
 
     def close(self) -> None:
         """Stop the child (by its pid, through its stdin)."""
-        with contextlib.suppress(Exception):
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc, timeout=10)
 
 
 # -- the two arms ---------------------------------------------------------------------------------
@@ -256,6 +249,18 @@ def _finish(
 
 
 # -- memory, in a fresh process per arm -----------------------------------------------------------
+
+
+def stop_child(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop a child that exits when its stdin closes; kill it (by pid) after ``timeout`` s."""
+    with contextlib.suppress(Exception):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def proc_status(field: str) -> int:
