@@ -72,20 +72,33 @@ class Settings:
 
 def _serve_receiver() -> None:
     """Child process: an OtlpReceiver that counts spans per service.name and keeps none."""
-    from kilostar_otel.viewer.receiver import OtlpReceiver, ReceivedSpan
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from kilostar_otel.viewer.receiver import OtlpReceiver
 
     counts: Counter[str] = Counter()
     lock = threading.Lock()
-    receiver: OtlpReceiver | None = None
 
-    def on_spans(spans: list[ReceivedSpan]) -> None:
-        arrived = Counter(str(s.resource.get("service.name", "")) for s in spans)
+    def on_request(request: ExportTraceServiceRequest) -> None:
+        # Count straight from the message gRPC decoded (no per-span Python objects): the
+        # receiver shares the machine with the process measured, so it must cost little.
+        arrived: Counter[str] = Counter()
+        for resource_spans in request.resource_spans:
+            service = next(
+                (
+                    kv.value.string_value
+                    for kv in resource_spans.resource.attributes
+                    if kv.key == "service.name"
+                ),
+                "",
+            )
+            arrived[service] += sum(len(scope.spans) for scope in resource_spans.scope_spans)
         with lock:
             counts.update(arrived)
-        if receiver is not None:
-            receiver.clear()  # counted: keep no spans, so a million cost no memory here
 
-    receiver = OtlpReceiver(on_spans=on_spans).start()
+    receiver = OtlpReceiver(on_request=on_request).start()
     print(receiver.grpc_endpoint, flush=True)
     try:
         for line in sys.stdin:

@@ -2,35 +2,34 @@
 
 :func:`build_exporter` picks the span exporter the settings name; for OTLP/gRPC that is the SDK's
 exporter with the faster encoder from :mod:`kilostar_otel._otlp`. :class:`_ExportPipeline` is the
-one span processor the provider holds for export: it admits a span into the SDK's
-``BatchSpanProcessor`` only while the queue has room in spans and in bytes, counts what it drops,
-what the back end accepted and what was lost in failed exports, lets ``configure()`` swap the
-batch processor when it runs again, and builds a fresh one (own connections) in a forked child.
+one span processor the provider holds for export: its own batch queue and worker thread (spans
+for the gRPC exporter are encoded as they end), bounded in spans and in bytes, with exact counts of
+what it drops, what the back end accepted and what was lost in failed exports; ``configure()``
+swaps its exporter when it runs again, and a forked child gets a fresh one (own connections).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import Any, Final
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._internals import (
-    abandon_batch,
-    attribute_items,
-    batch_queue,
-    batch_stopped,
-    bounded_list_items,
-    finished_span_fields,
-    shutdown_batch,
+from kilostar_otel._internals import attribute_items, bounded_list_items, finished_span_fields
+from kilostar_otel._otlp import (
+    EncodedSpans,
+    UnsupportedSpanError,
+    encode_span,
+    encode_span_with_sdk,
+    join_encoded_spans,
 )
 from kilostar_otel._poison import make_safe
 from kilostar_otel._settings import Settings
@@ -134,67 +133,19 @@ def span_bytes(span: ReadableSpan) -> int:
     return size + (len(description) if description else 0)
 
 
-def _count_cut(
-    spans: Sequence[ReadableSpan], sizes: Sequence[int], pipeline: _ExportPipeline
-) -> tuple[Sequence[ReadableSpan], int]:
-    safe, changed = make_safe(spans, sizes, pipeline._settings.max_span_bytes)
-    return safe, pipeline.cut + changed
+#: What a queued, already encoded span holds beyond its bytes: the entry tuple, the bytes object.
+ENTRY_OVERHEAD_BYTES = 128
+
+# An entry of the queue: (bytes it holds, payload, resource, scope). The payload is the span
+# encoded as OTLP (gRPC exporter: resource and scope group it at send time) or the span itself
+# (any other exporter: resource and scope are None).
+_Entry = tuple[int, Any, Any, Any]
 
 
-class _CountingExporter(SpanExporter):
-    """Wraps the real exporter: the spans of each batch leave the byte budget and are counted
-    as delivered (the back end accepted them) or failed (lost after the exporter's retries)."""
-
-    def __init__(self, exporter: SpanExporter, pipeline: _ExportPipeline) -> None:
-        self.exporter = exporter
-        self._pipeline = pipeline
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the wrapped exporter and count the outcome.
-
-        Poison spans (text that cannot be encoded, a span over ``max_span_bytes``) are replaced
-        by safe, marked copies first, so they cannot lose the batch. If a batch of large spans
-        is still refused at once (too large for the back end), each half is sent once.
-        """
-        pipeline = self._pipeline
-        sizes = pipeline._dequeued(spans)
-        result = SpanExportResult.FAILURE
-        try:
-            spans, pipeline.cut = _count_cut(spans, sizes, pipeline)
-            started = time.monotonic()
-            result = self._send(spans)
-            if (
-                result is not SpanExportResult.SUCCESS
-                and len(spans) > 1
-                and sum(sizes) > pipeline._settings.max_span_bytes
-                and time.monotonic() - started
-                < SPLIT_IF_FAILED_WITHIN
-                * (pipeline._settings.timeout or _DEFAULT_EXPORT_TIMEOUT_SECONDS)
-            ):
-                half = len(spans) // 2
-                first, second = self._send(spans[:half]), self._send(spans[half:])
-                pipeline._exported(half, first is SpanExportResult.SUCCESS)
-                pipeline._exported(len(spans) - half, second is SpanExportResult.SUCCESS)
-                pipeline.split += 1
-                spans = ()  # counted above
-                result = first if first is not SpanExportResult.SUCCESS else second
-        finally:
-            if spans:
-                pipeline._exported(len(spans), result is SpanExportResult.SUCCESS)
-        return result
-
-    def _send(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            return self.exporter.export(spans)
-        except Exception:
-            _log.exception(
-                "kilostar-otel: the exporter raised while exporting %d span(s)", len(spans)
-            )
-            return SpanExportResult.FAILURE
-
-    def shutdown(self, timeout_millis: float = 30000) -> None:
-        """Shut the wrapped exporter down (within ``timeout_millis`` if it takes one)."""
-        shutdown = self.exporter.shutdown
+def _shutdown_exporter(exporter: SpanExporter, timeout_millis: float) -> None:
+    """Shut ``exporter`` down (within ``timeout_millis`` if it takes one); never raises."""
+    try:
+        shutdown = exporter.shutdown
         try:
             takes_timeout = "timeout_millis" in inspect.signature(shutdown).parameters
         except (TypeError, ValueError):
@@ -203,65 +154,60 @@ class _CountingExporter(SpanExporter):
             shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
         else:
             shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush the wrapped exporter."""
-        return self.exporter.force_flush(timeout_millis)
+    except Exception as exc:
+        internal_error("exporter.shutdown", exc)
 
 
 class _ExportPipeline(SpanProcessor):
-    """Admits sampled spans to the current batch processor within a span and a byte budget.
+    """The batch export of sampled spans, within a span and a byte budget, with exact counts.
 
-    A new span always enters the queue; while the queue holds ``max_queue_size`` spans or the
-    new span would pass ``max_queue_bytes`` estimated bytes (:func:`span_bytes`), the oldest
-    queued spans are dropped (a span always fits an empty queue). The drops, the counts and the
-    hand-over happen under one lock and only spans this processor removed are counted, so the
-    SDK's queue never overflows on its own and every count is exact. A wrapper
-    around the exporter counts spans delivered and spans lost in failed exports. :meth:`replace`
-    swaps the batch processor when ``configure()`` runs again; :meth:`after_fork` gives a forked
-    child a fresh one. (Its name is private for the tests that read processor class names.)
+    ``on_end`` admits a span into the queue: for the OTLP/gRPC exporter it is encoded there and
+    then (:func:`~kilostar_otel._otlp.encode_span`: a few microseconds, and the span object dies
+    at once instead of aging through the garbage collector's generations); for any other
+    exporter the span itself is queued. While the queue holds ``max_queue_size`` entries or the
+    new one would pass ``max_queue_bytes``, the oldest are dropped (one always fits an empty
+    queue). A worker thread exports a batch when ``max_export_batch_size`` are queued and
+    everything every ``schedule_delay_millis``; one export runs at a time. Every span ends up
+    counted once: delivered (the back end accepted it), failed (lost after the exporter's
+    retries), dropped, or still queued / in flight. :meth:`replace` swaps the exporter when
+    ``configure()`` runs again; :meth:`after_fork` gives a forked child a fresh pipeline. (Its
+    name is private for the tests that read processor class names.)
     """
 
     def __init__(
         self, exporter: SpanExporter | None, settings: Settings, exporter_kind: str = ""
     ) -> None:
-        self._lock = threading.Lock()
+        self._fresh(exporter, settings)
+
+    def _fresh(self, exporter: SpanExporter | None, settings: Settings) -> None:
+        self._lock = threading.Lock()  # the queue and the counts
+        self._send_lock = threading.Lock()  # one export at a time: the worker's or a flush's
+        self._wake = threading.Event()
+        self._queue: deque[_Entry] = deque()
         self.dropped = 0  #: spans dropped: queue full (spans or bytes), shut down, lost at exit
         self.delivered = 0  #: spans the back end accepted
         self.failed = 0  #: spans in exports that failed (after the exporter's retries)
-        self.queued_bytes = 0  #: estimated bytes of the spans queued now
+        self.queued_bytes = 0  #: bytes the queued spans hold (encoded, or estimated)
         self.in_flight = 0  #: spans in an export that has not returned yet
         self.cut = 0  #: spans sent as a safe copy (bad text escaped, long values cut)
         self.split = 0  #: batches refused at once and sent again in two halves
-        self._sizes: dict[int, int] = {}
-        self._batch: BatchSpanProcessor | None = None
-        self._queue: deque[Any] | None = None
-        self._inner: object = None
-        self._set(exporter, settings)
+        self._stopped = False
+        self._closing = False
+        self._worker: threading.Thread | None = None
+        self._use(exporter, settings)
+        if exporter is not None:
+            self._worker = threading.Thread(
+                target=self._run, name="kilostar-otel export", daemon=True
+            )
+            self._worker.start()
 
-    # -- building and swapping the batch processor ------------------------------------------------
-
-    def _set(self, exporter: SpanExporter | None, settings: Settings) -> None:
+    def _use(self, exporter: SpanExporter | None, settings: Settings) -> None:
         self._settings = settings
         self._exporter = exporter
+        self._encoded = _encodes_as_spans_end(exporter)
         self._max_queue_size = settings.max_queue_size
         self._max_queue_bytes = settings.max_queue_bytes
-        if exporter is None:  # exporter "none": spans get their ids but are sent nowhere
-            batch: BatchSpanProcessor | None = None
-        else:
-            batch = BatchSpanProcessor(
-                _CountingExporter(exporter, self),
-                max_queue_size=settings.max_queue_size,
-                schedule_delay_millis=settings.schedule_delay_millis,
-                max_export_batch_size=settings.max_export_batch_size,
-                export_timeout_millis=settings.export_timeout_millis,
-            )
-        # Without a visible queue (an SDK that moved it) the budget cannot be applied.
-        inner, queue = batch_queue(batch) if batch is not None else (None, None)
-        with self._lock:
-            self._batch = batch
-            self._queue = queue
-            self._inner = inner
+        self._batch_size = settings.max_export_batch_size
 
     @property
     def exporter(self) -> SpanExporter | None:
@@ -269,37 +215,247 @@ class _ExportPipeline(SpanProcessor):
         return self._exporter
 
     def replace(self, exporter: SpanExporter | None, settings: Settings) -> None:
-        """Send new spans to a new batch processor; flush and shut down the previous one."""
-        old, old_queue = self._batch, self._queue
-        self._set(exporter, settings)
-        if old is not None:
-            shutdown_batch(old, settings.export_timeout_millis)
-            self._count_left(old_queue)
+        """Send new spans to ``exporter``; export what is queued to the previous one, shut it down.
+
+        A first pipeline without an exporter gets its worker now.
+        """
+        with self._send_lock:
+            with self._lock:
+                old_exporter, old_encoded = self._exporter, self._encoded
+                left = list(self._queue)
+                self._queue.clear()
+                self.queued_bytes -= sum(entry[0] for entry in left)
+                self.in_flight += len(left)
+                self._use(exporter, settings)
+            if old_exporter is not None:
+                for start in range(0, len(left), self._batch_size):
+                    batch = left[start : start + self._batch_size]
+                    self._deliver(old_exporter, old_encoded, batch)
+        if old_exporter is not None:
+            _shutdown_exporter(old_exporter, settings.export_timeout_millis)
+        if exporter is not None and self._worker is None:
+            self._worker = threading.Thread(
+                target=self._run, name="kilostar-otel export", daemon=True
+            )
+            self._worker.start()
 
     def after_fork(self, exporter: SpanExporter | None) -> None:
-        """In a forked child: abandon the inherited batch processor, start afresh with counts 0.
+        """In a forked child: forget the inherited queue and worker, start afresh with counts 0.
 
         ``exporter`` is a new one, so the child never uses the parent's connections.
         """
-        self._lock = threading.Lock()  # another thread may have held it at the fork
-        old = self._batch
-        if old is not None:
-            abandon_batch(old)
-        self.dropped = self.delivered = self.failed = self.queued_bytes = self.in_flight = 0
-        self._sizes = {}
-        self._set(exporter, self._settings)
+        self._fresh(exporter, self._settings)
 
-    def stop(self, timeout_millis: int) -> None:
-        """Flush and shut down the batch processor within ``timeout_millis``; log any loss.
+    # -- the span processor -----------------------------------------------------------------------
 
-        The batch processor's shutdown exports what is queued and gives up at the timeout (what
-        is still queued then counts as dropped); the SDK's ``force_flush`` ignores its timeout
-        (and retries for as long as the back end is down), so it is not called here.
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do when a span starts."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue a sampled span; if the queue is full (spans or bytes), drop the oldest ones."""
+        try:
+            if self._exporter is None:
+                return
+            ctx = span.context
+            if ctx is None or not ctx.trace_flags.sampled:
+                return
+            if self._encoded:
+                self._admit(self._encoded_entry(span))
+            else:
+                self._admit((span_bytes(span), span, None, None))
+        except Exception as exc:
+            internal_error("_ExportPipeline.on_end", exc)
+
+    def _encoded_entry(self, span: ReadableSpan) -> _Entry:
+        try:
+            payload = encode_span(span)
+        except UnsupportedSpanError:
+            payload = self._encode_other_way(span)
+        if len(payload) > self._settings.max_span_bytes:
+            payload = self._encode_other_way(span, len(payload))
+        resource, scope = span.resource, span.instrumentation_scope or None
+        return (len(payload) + ENTRY_OVERHEAD_BYTES, payload, resource, scope)
+
+    def _encode_other_way(self, span: ReadableSpan, size: int = 0) -> bytes:
+        """A span the fast encoder refused, or one over ``max_span_bytes`` (``size``): a poison
+        span (text that cannot be encoded, too large) becomes a safe, marked copy; any other
+        goes through the SDK's encoder (a value only the SDK handles its way)."""
+        (safe,), changed = make_safe([span], [size], self._settings.max_span_bytes)
+        if changed:
+            with self._lock:
+                self.cut += 1
+        try:
+            return encode_span(safe)
+        except UnsupportedSpanError:
+            return encode_span_with_sdk(safe)
+
+    def _admit(self, entry: _Entry) -> None:
+        size = entry[0]
+        with self._lock:
+            if self._stopped:
+                self.dropped += 1
+                return
+            queue = self._queue
+            while queue and (
+                len(queue) >= self._max_queue_size
+                or self.queued_bytes + size > self._max_queue_bytes
+            ):
+                self.queued_bytes -= queue.popleft()[0]  # the oldest
+                self.dropped += 1
+            queue.append(entry)
+            self.queued_bytes += size
+            full = len(queue) == self._batch_size
+        if full:
+            self._wake.set()
+
+    def shutdown(self) -> None:
+        """Export what is queued and stop within ``exit_timeout_millis`` (the provider calls
+        this at exit); what is still queued then counts as dropped."""
+        self.stop(self._settings.exit_timeout_millis, warn=False)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued now; False if an export failed or ``timeout_millis`` ran out."""
+        if self._exporter is None:
+            return True
+        return self._export_queued(
+            everything=True, deadline=time.monotonic() + timeout_millis / 1e3
+        )
+
+    # -- the worker -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        wake = self._wake
+        due = time.monotonic() + self._settings.schedule_delay_millis / 1e3
+        while not self._closing:
+            wake.wait(max(0.0, due - time.monotonic()))
+            wake.clear()
+            if self._closing:
+                break
+            timer = time.monotonic() >= due
+            try:
+                self._export_queued(everything=timer)
+            except Exception as exc:
+                internal_error("_ExportPipeline worker", exc)
+            if timer:
+                due = time.monotonic() + self._settings.schedule_delay_millis / 1e3
+        try:
+            self._export_queued(everything=True)  # stopping: export what is left
+        except Exception as exc:
+            internal_error("_ExportPipeline worker", exc)
+
+    def _export_queued(self, everything: bool, deadline: float | None = None) -> bool:
+        """Export batches while one is full (or, ``everything``, until the queue is empty).
+
+        True if every export succeeded and the deadline (a ``time.monotonic()``) was kept.
         """
-        if self._batch is not None:
-            shutdown_batch(self._batch, timeout_millis)
-            self._count_left(self._queue)
-        if self.dropped or self.failed or self.in_flight:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        ok = True
+        try:
+            while True:
+                with self._lock:
+                    queued = len(self._queue)
+                    if not queued or (not everything and queued < self._batch_size):
+                        break
+                    take = min(queued, self._batch_size)
+                    popleft = self._queue.popleft
+                    batch = [popleft() for _ in range(take)]
+                    self.queued_bytes -= sum(entry[0] for entry in batch)
+                    self.in_flight += take
+                    exporter, encoded = self._exporter, self._encoded
+                if exporter is None:  # replaced by "none": nothing to send them to
+                    self._exported(take, False)
+                    ok = False
+                    continue
+                ok = self._deliver(exporter, encoded, batch) and ok
+                if deadline is not None and time.monotonic() > deadline:
+                    ok = False
+                    break
+        finally:
+            self._send_lock.release()
+        return ok
+
+    def _deliver(self, exporter: SpanExporter, encoded: bool, batch: list[_Entry]) -> bool:
+        """Send ``batch`` and count it delivered or failed. A batch of large spans refused at
+        once (too large for the back end) is sent again as two halves, each once."""
+        settings = self._settings
+        started = time.monotonic()
+        ok = self._send(exporter, encoded, batch)
+        if (
+            not ok
+            and len(batch) > 1
+            and sum(entry[0] for entry in batch) > settings.max_span_bytes
+            and time.monotonic() - started
+            < SPLIT_IF_FAILED_WITHIN * (settings.timeout or _DEFAULT_EXPORT_TIMEOUT_SECONDS)
+        ):
+            half = len(batch) // 2
+            first = self._send(exporter, encoded, batch[:half])
+            second = self._send(exporter, encoded, batch[half:])
+            self._exported(half, first)
+            self._exported(len(batch) - half, second)
+            with self._lock:
+                self.split += 1
+            return first and second
+        self._exported(len(batch), ok)
+        return ok
+
+    def _send(self, exporter: SpanExporter, encoded: bool, batch: list[_Entry]) -> bool:
+        try:
+            if encoded:
+                data: Any = EncodedSpans(
+                    join_encoded_spans((e[2], e[3], e[1]) for e in batch), len(batch)
+                )
+            else:
+                spans, changed = make_safe(
+                    [e[1] for e in batch], [e[0] for e in batch], self._settings.max_span_bytes
+                )
+                if changed:
+                    with self._lock:
+                        self.cut += changed
+                data = spans
+            return exporter.export(data) is SpanExportResult.SUCCESS
+        except Exception:
+            _log.exception(
+                "kilostar-otel: the exporter raised while exporting %d span(s)", len(batch)
+            )
+            return False
+
+    def _exported(self, count: int, ok: bool) -> None:
+        with self._lock:
+            self.in_flight -= count
+            if ok:
+                self.delivered += count
+            else:
+                self.failed += count
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def stop(self, timeout_millis: int, warn: bool = True) -> None:
+        """Export what is queued and stop within ``timeout_millis``; log any loss (``warn``).
+
+        New spans are dropped (and counted) from now on. The worker exports what is queued; at
+        the timeout the exporter is shut down (which ends its retries), and what is still queued
+        then counts as dropped.
+        """
+        deadline = time.monotonic() + timeout_millis / 1e3
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._closing = True
+        self._wake.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = len(self._queue)
+            self._queue.clear()
+            self.dropped += left
+            self.queued_bytes = 0
+        if self._exporter is not None:
+            _shutdown_exporter(self._exporter, max(0.0, deadline - time.monotonic()) * 1e3)
+        if warn and (self.dropped or self.failed or self.in_flight):
             _log.warning(
                 "kilostar-otel lost %d span(s): %d dropped (queue full or shutting down; see "
                 "max_queue_size and max_queue_bytes), %d in failed exports and %d in an export "
@@ -310,89 +466,18 @@ class _ExportPipeline(SpanProcessor):
                 self.in_flight,
             )
 
-    def _count_left(self, queue: deque[Any] | None) -> None:
-        """Count what a stopped batch processor still holds as dropped, and free its bytes."""
-        if not queue:
-            return
-        with self._lock:
-            left = list(queue)
-            queue.clear()
-            self.dropped += len(left)
-            for span in left:
-                self.queued_bytes -= self._sizes.pop(id(span), 0)
 
-    # -- counting ---------------------------------------------------------------------------------
+def _encodes_as_spans_end(exporter: SpanExporter | None) -> bool:
+    """Whether spans for ``exporter`` are encoded as they end: it is the fast OTLP/gRPC one
+    (looked for only once that exporter's module is loaded: nothing heavy is imported here)."""
+    if exporter is None or _GRPC_EXPORTER_MODULE not in sys.modules:
+        return False
+    from kilostar_otel._otlp import grpc_span_exporter_class
 
-    def _dequeued(self, spans: Sequence[ReadableSpan]) -> list[int]:
-        with self._lock:
-            known = [self._sizes.pop(id(span), None) for span in spans]
-            self.queued_bytes -= sum(size for size in known if size is not None)
-            self.in_flight += len(spans)
-        return [span_bytes(s) if n is None else n for s, n in zip(spans, known, strict=True)]
+    return isinstance(exporter, grpc_span_exporter_class())
 
-    def _exported(self, count: int, ok: bool) -> None:
-        with self._lock:
-            self.in_flight -= count
-            if ok:
-                self.delivered += count
-            else:
-                self.failed += count
 
-    def _stopped(self) -> bool:
-        return batch_stopped(self._inner)
-
-    # -- the span processor -----------------------------------------------------------------------
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do when a span starts."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Queue a sampled span; if the queue is full (spans or bytes), drop the oldest ones."""
-        try:
-            self._admit(span)
-        except Exception as exc:
-            internal_error("_ExportPipeline.on_end", exc)
-
-    def _admit(self, span: ReadableSpan) -> None:
-        batch = self._batch
-        ctx = span.context
-        if batch is None or ctx is None or not ctx.trace_flags.sampled:
-            return
-        queue = self._queue
-        if queue is None:
-            batch.on_end(span)  # an SDK without a visible queue: no budget, no counts
-            return
-        size = span_bytes(span)
-        with self._lock:
-            if self._stopped():
-                self.dropped += 1
-                return
-            sizes = self._sizes
-            # The worker may take spans meanwhile: only what is popped here is counted.
-            while queue and (
-                len(queue) >= self._max_queue_size
-                or self.queued_bytes + size > self._max_queue_bytes
-            ):
-                try:
-                    oldest = queue.pop()  # the oldest is at the right (the SDK appends left)
-                except IndexError:
-                    break
-                self.dropped += 1
-                self.queued_bytes -= sizes.pop(id(oldest), 0)
-            sizes[id(span)] = size
-            self.queued_bytes += size
-            batch.on_end(span)
-
-    def shutdown(self) -> None:
-        """Flush and stop the batch processor within ``exit_timeout_millis`` (the provider
-        calls this at exit); what is still queued then counts as dropped."""
-        if self._batch is not None:
-            shutdown_batch(self._batch, self._settings.exit_timeout_millis)
-            self._count_left(self._queue)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export everything queued now."""
-        return self._batch.force_flush(timeout_millis) if self._batch is not None else True
+_GRPC_EXPORTER_MODULE: Final = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 
 
 # -- recognising our processor on any provider ----------------------------------------------------

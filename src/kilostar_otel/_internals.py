@@ -32,11 +32,8 @@ __all__ = [
     "FAST_PATHS",
     "SPAN_KEY",
     "SDKConfigurator",
-    "abandon_batch",
     "attach_context",
     "attribute_items",
-    "batch_queue",
-    "batch_stopped",
     "bounded_list_items",
     "checked_trace_state",
     "current_context",
@@ -49,7 +46,6 @@ __all__ = [
     "reset_context",
     "runtime_context_var",
     "sdk_encodes_none",
-    "shutdown_batch",
     "span_processors_of",
     "stamp_attribute",
     "writable_attributes",
@@ -269,66 +265,6 @@ def sdk_encodes_none() -> bool:
 # --- SDK span processors and providers ---------------------------------------------------------
 
 
-def batch_queue(batch: object) -> tuple[object, deque[Any] | None]:
-    """The object holding a ``BatchSpanProcessor``'s queue, and that queue (a bounded deque).
-
-    Verified on opentelemetry-sdk 1.27-1.45: ``_batch_processor._queue`` since 1.3x, ``queue`` on
-    the processor itself before. Fallback: ``(batch, None)`` (drops cannot be counted).
-    """
-    inner = getattr(batch, "_batch_processor", batch)
-    queue = getattr(inner, "_queue", None)
-    if queue is None:
-        queue = getattr(inner, "queue", None)
-    return inner, queue if isinstance(queue, deque) else None
-
-
-def batch_stopped(inner: object) -> bool:
-    """True when the batch processor returned by :func:`batch_queue` has shut down.
-
-    Verified on opentelemetry-sdk 1.27-1.45 (``_shutdown``; ``done`` before). Fallback: False.
-    """
-    return bool(getattr(inner, "_shutdown", False) or getattr(inner, "done", False))
-
-
-def shutdown_batch(batch: Any, timeout_millis: int) -> None:
-    """Shut a ``BatchSpanProcessor`` down within ``timeout_millis`` (its own shutdown has none).
-
-    Verified on opentelemetry-sdk 1.3x-1.45 (``_batch_processor.shutdown(timeout_millis=)``).
-    Fallback: ``batch.shutdown()``.
-    """
-    inner = getattr(batch, "_batch_processor", None)
-    if inner is not None and hasattr(inner, "shutdown"):
-        inner.shutdown(timeout_millis=timeout_millis)
-    else:
-        batch.shutdown()
-
-
-def abandon_batch(batch: object) -> None:
-    """Stop a ``BatchSpanProcessor`` inherited by a forked child without exporting anything.
-
-    Its exporter holds the parent's connections, which the child must neither use nor close.
-    Verified on opentelemetry-sdk 1.27-1.45: empties the queue, sets the flag its worker loop
-    checks (``_shutdown``; ``done`` before 1.3x) and wakes the worker (``_worker_awaken``;
-    ``condition`` before). Fallback: nothing (the abandoned worker idles on an empty queue).
-    """
-    inner, queue = batch_queue(batch)
-    if queue is not None:
-        queue.clear()
-    for flag in ("_shutdown", "done"):
-        if hasattr(inner, flag):
-            setattr(inner, flag, True)
-    waker = getattr(inner, "_worker_awaken", None)
-    if waker is not None and hasattr(waker, "set"):
-        waker.set()
-    condition = getattr(inner, "condition", None)
-    if condition is not None and hasattr(condition, "notify_all"):
-        try:
-            with condition:
-                condition.notify_all()
-        except RuntimeError:
-            pass
-
-
 def span_processors_of(provider: object) -> tuple[object, ...]:
     """The span processors an SDK ``TracerProvider`` runs (there is no public getter).
 
@@ -453,37 +389,13 @@ def _fast_trace_state() -> bool:
     return type(state) is _CheckedTraceState and dict(state.items()) == {"a@b@c": "1"}
 
 
-def _fast_batch() -> bool:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+def _fast_span_processors() -> bool:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-    batch = BatchSpanProcessor(InMemorySpanExporter())
-    try:
-        inner, queue = batch_queue(batch)
-        found = queue is not None and not batch_stopped(inner)
-        provider = TracerProvider(shutdown_on_exit=False)
-        provider.add_span_processor(batch)
-        found = found and span_processors_of(provider) == (batch,)
-    finally:
-        shutdown_batch(batch, 1000)
-    return found and batch_stopped(inner)
-
-
-def _fast_abandon() -> bool:
-    import threading
-
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    batch = BatchSpanProcessor(InMemorySpanExporter(), schedule_delay_millis=60_000)
-    inner, _ = batch_queue(batch)
-    abandon_batch(batch)
-    worker = getattr(inner, "_worker_thread", None)
-    if isinstance(worker, threading.Thread):
-        worker.join(5)  # woken and stopped, not left waiting its 60 s delay
-        return batch_stopped(inner) and not worker.is_alive()
-    return False
+    processor = SpanProcessor()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    return span_processors_of(provider) == (processor,)
 
 
 def _fast_loguru() -> bool:
@@ -542,9 +454,8 @@ FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
     "writable_attributes": _fast_writable_attributes,
     "finished_span_fields": _fast_finished_span,
     "checked_trace_state": _fast_trace_state,
-    "batch_queue": _fast_batch,
-    "abandon_batch": _fast_abandon,
     "grpc_exporter_with_encoder": _fast_grpc_exporter,
+    "span_processors_of": _fast_span_processors,
     "loguru_patcher": _fast_loguru,
     "ray": _fast_ray,
     "SDKConfigurator": _fast_sdk_configurator,

@@ -31,7 +31,15 @@ from kilostar_otel._internals import (
 if TYPE_CHECKING:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-__all__ = ["UnsupportedSpanError", "encode_trace_request", "grpc_span_exporter_class"]
+__all__ = [
+    "EncodedSpans",
+    "UnsupportedSpanError",
+    "encode_span",
+    "encode_span_with_sdk",
+    "encode_trace_request",
+    "grpc_span_exporter_class",
+    "join_encoded_spans",
+]
 
 _FIXED64: Final = Struct("<Q").pack
 _START_END: Final = Struct("<BQBQ").pack  # fields 7 and 8, both fixed64
@@ -52,10 +60,12 @@ _KIND_INTERNAL: Final = _KINDS[0]
 _INTERNAL: Final = SpanKind.INTERNAL
 _UNSET: Final = StatusCode.UNSET
 _EMPTY_STATUS: Final = b"\x7a\x00"
-# Encoded attribute keys, and string values (as the KeyValue's value field), seen recently: spans
-# of one request repeat their keys and most of their values (the request id, a route).
+_SMALL_INTS: Final = tuple(b"\x12\x02\x18" + _ONE_BYTE[n] for n in range(128))  # value: {int}
+# Encoded attribute keys, and (length-prefixed) KeyValues with a string value, seen recently: spans
+# of one request repeat their keys and most of their values (the request id, a route); and names.
 _KEYS: dict[str, bytes] = {}
-_STRINGS: dict[str, bytes] = {}
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_NAMES: dict[str, bytes] = {}
 _CACHE_SIZE: Final = 4096
 _CACHED_STRING_LENGTH: Final = 256
 
@@ -155,28 +165,39 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
 
 def _items(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
     out = []
-    keys, strings = _KEYS, _STRINGS
+    keys, pairs = _KEYS, _PAIRS
     for key, value in items:
+        kind = type(value)
+        if kind is str and len(value) <= _CACHED_STRING_LENGTH:  # type: ignore[arg-type]
+            pair = pairs.get((key, value))  # type: ignore[arg-type]
+            if pair is None:
+                pair = _length_prefixed(_key_field(key) + _field(b"\x12", _any_value(value)))
+                if len(pairs) >= _CACHE_SIZE:
+                    pairs.clear()
+                pairs[(key, value)] = pair  # type: ignore[index]
+            out.append(tag + pair)
+            continue
         encoded_key = keys.get(key)
         if encoded_key is None:
-            encoded_key = _string(b"\x0a", key) if key else b""
+            encoded_key = _key_field(key)
             if len(keys) >= _CACHE_SIZE:
                 keys.clear()
             keys[key] = encoded_key
-        if type(value) is str:
-            encoded_value = strings.get(value)
-            if encoded_value is None:
-                encoded_value = _field(b"\x12", _string(b"\x0a", value))
-                if len(value) <= _CACHED_STRING_LENGTH:
-                    if len(strings) >= _CACHE_SIZE:
-                        strings.clear()
-                    strings[value] = encoded_value
+        if kind is int and 0 <= value < 128:  # type: ignore[operator]
+            encoded_value = _SMALL_INTS[value]  # type: ignore[call-overload]
         else:
             encoded_value = _field(b"\x12", _any_value(value))
-        body = encoded_key + encoded_value
-        size = len(body)
-        out.append(tag + (_ONE_BYTE[size] if size < 128 else _varint(size)) + body)
+        out.append(tag + _length_prefixed(encoded_key + encoded_value))
     return b"".join(out)
+
+
+def _key_field(key: str) -> bytes:
+    return _string(b"\x0a", key) if key else b""
+
+
+def _length_prefixed(body: bytes) -> bytes:
+    size = len(body)
+    return (_ONE_BYTE[size] if size < 128 else _varint(size)) + body
 
 
 def _uint(tag: bytes, value: int) -> bytes:
@@ -188,6 +209,27 @@ def _trace_state(tag: bytes, trace_state: Any) -> bytes:
         return b""
     header = ",".join([f"{key}={value}" for key, value in trace_state.items()])
     return _string(tag, header) if header else b""
+
+
+def encode_span(span: Any) -> bytes:
+    """One finished span as a ``ScopeSpans.spans`` field (what :func:`join_encoded_spans` joins).
+
+    Raises :class:`UnsupportedSpanError` when only the SDK's encoder handles the span its way.
+    """
+    try:
+        return _span(span)
+    except UnsupportedSpanError:
+        raise
+    except Exception as exc:  # a span shaped unlike the SDK's: let the SDK encode it
+        raise UnsupportedSpanError(f"{type(exc).__name__} while encoding") from None
+
+
+def encode_span_with_sdk(span: Any) -> bytes:
+    """As :func:`encode_span`, with the SDK's encoder (for a span the fast one does not handle)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    (message,) = encode_spans([span]).resource_spans[0].scope_spans[0].spans
+    return _field(b"\x12", message.SerializeToString())
 
 
 def _span(span: Any) -> bytes:
@@ -206,7 +248,14 @@ def _span(span: Any) -> bytes:
         parts.append(b"\x22\x08")
         parts.append(parent.span_id.to_bytes(8, "big"))
     if name:
-        parts.append(_string(b"\x2a", name))
+        encoded_name = _NAMES.get(name)
+        if encoded_name is None:
+            encoded_name = _string(b"\x2a", name)
+            if len(name) <= _CACHED_STRING_LENGTH:
+                if len(_NAMES) >= _CACHE_SIZE:
+                    _NAMES.clear()
+                _NAMES[name] = encoded_name
+        parts.append(encoded_name)
     parts.append(_KIND_INTERNAL if kind is _INTERNAL else _KINDS[kind.value])
     if start and end:
         parts.append(_START_END(0x39, start, 0x41, end))
@@ -221,33 +270,31 @@ def _span(span: Any) -> bytes:
     # events and links below.
     if isinstance(attributes, BoundedAttributes) and attributes.dropped:
         parts.append(_uint(b"\x50", attributes.dropped))
-    dropped_events = events.dropped if isinstance(events, BoundedList) else 0
-    events = bounded_list_items(events)  # finished: no more appends
-    for event in events:
-        body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
-        if event.name:
-            body += _string(b"\x12", event.name)
-        body += _attributes(b"\x1a", event.attributes)
-        body += _uint(b"\x20", event.dropped_attributes)
-        parts.append(_field(b"\x5a", body))
-    if dropped_events:
-        parts.append(_uint(b"\x60", dropped_events))
-    dropped_links = links.dropped if isinstance(links, BoundedList) else 0
-    links = bounded_list_items(links)
-    for link in links:
-        linked = link.context
-        body = (
-            b"\x0a\x10"
-            + linked.trace_id.to_bytes(16, "big")
-            + b"\x12\x08"
-            + linked.span_id.to_bytes(8, "big")
-            + _attributes(b"\x22", link.attributes)
-            + _uint(b"\x28", link.dropped_attributes)
-            + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
-        )
-        parts.append(_field(b"\x6a", body))
-    if dropped_links:
-        parts.append(_uint(b"\x70", dropped_links))
+    if events:
+        for event in bounded_list_items(events):  # finished: no more appends
+            body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
+            if event.name:
+                body += _string(b"\x12", event.name)
+            body += _attributes(b"\x1a", event.attributes)
+            body += _uint(b"\x20", event.dropped_attributes)
+            parts.append(_field(b"\x5a", body))
+    if type(events) is BoundedList and events.dropped:
+        parts.append(_uint(b"\x60", events.dropped))
+    if links:
+        for link in bounded_list_items(links):
+            linked = link.context
+            body = (
+                b"\x0a\x10"
+                + linked.trace_id.to_bytes(16, "big")
+                + b"\x12\x08"
+                + linked.span_id.to_bytes(8, "big")
+                + _attributes(b"\x22", link.attributes)
+                + _uint(b"\x28", link.dropped_attributes)
+                + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
+            )
+            parts.append(_field(b"\x6a", body))
+    if type(links) is BoundedList and links.dropped:
+        parts.append(_uint(b"\x70", links.dropped))
     if status is not None:
         code_enum = status.status_code
         description = status.description
@@ -282,44 +329,70 @@ def _find(groups: list[Any], key: object) -> int:
     return len(groups) - 1
 
 
-def encode_trace_request(spans: Sequence[Any]) -> bytes:
-    """The serialized ``ExportTraceServiceRequest`` for ``spans`` (SDK ``ReadableSpan`` objects).
+class EncodedSpans:
+    """Spans already encoded, joined into one serialized ``ExportTraceServiceRequest``.
 
-    Raises :class:`UnsupportedSpanError` when the SDK's encoder must handle the batch instead.
+    What the export pipeline hands the gRPC exporter instead of ``ReadableSpan`` objects; its
+    length is the number of spans (the exporter counts them).
     """
+
+    __slots__ = ("count", "payload")
+
+    def __init__(self, payload: bytes, count: int) -> None:
+        self.payload = payload
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def join_encoded_spans(entries: Iterable[tuple[Any, Any, bytes]]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` of ``(resource, scope, encoded span)``
+    entries (spans from :func:`encode_span`), grouped by resource and scope as the SDK does."""
     resources: list[Any] = []
     scopes: list[list[Any]] = []
     grouped: list[list[list[bytes]]] = []
-    seen: dict[tuple[int, int], tuple[int, int]] = {}
+    seen: dict[tuple[int, int], list[bytes]] = {}
+    for resource, scope, encoded in entries:
+        ids = (id(resource), id(scope))
+        spans = seen.get(ids)
+        if spans is None:
+            r = _find(resources, resource)
+            if r == len(scopes):
+                scopes.append([])
+                grouped.append([])
+            s = _find(scopes[r], scope)
+            if s == len(grouped[r]):
+                grouped[r].append([])
+            spans = seen[ids] = grouped[r][s]
+        spans.append(encoded)
+    out = []
+    for resource, resource_scopes, encoded_scopes in zip(resources, scopes, grouped, strict=True):
+        body = _field(b"\x0a", _attributes(b"\x0a", resource.attributes))
+        for scope, scope_spans in zip(resource_scopes, encoded_scopes, strict=True):
+            scope_body = _scope(scope) + b"".join(scope_spans)
+            schema_url = scope.schema_url if scope is not None else None
+            if schema_url:
+                scope_body += _string(b"\x1a", schema_url)
+            body += _field(b"\x12", scope_body)
+        if resource.schema_url:
+            body += _string(b"\x1a", resource.schema_url)
+        out.append(_field(b"\x0a", body))
+    return b"".join(out)
+
+
+def encode_trace_request(spans: Sequence[Any] | EncodedSpans) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for ``spans`` (SDK ``ReadableSpan`` objects,
+    or :class:`EncodedSpans`, which already is one).
+
+    Raises :class:`UnsupportedSpanError` when the SDK's encoder must handle the batch instead.
+    """
+    if isinstance(spans, EncodedSpans):
+        return spans.payload
     try:
-        for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
-            ids = (id(resource), id(scope))
-            where = seen.get(ids)
-            if where is None:
-                r = _find(resources, resource)
-                if r == len(scopes):
-                    scopes.append([])
-                    grouped.append([])
-                s = _find(scopes[r], scope)
-                if s == len(grouped[r]):
-                    grouped[r].append([])
-                where = seen[ids] = (r, s)
-            grouped[where[0]][where[1]].append(_span(span))
-        out = []
-        for resource, resource_scopes, encoded in zip(resources, scopes, grouped, strict=True):
-            body = _field(b"\x0a", _attributes(b"\x0a", resource.attributes))
-            for scope, scope_spans in zip(resource_scopes, encoded, strict=True):
-                scope_body = _scope(scope) + b"".join(scope_spans)
-                schema_url = scope.schema_url if scope is not None else None
-                if schema_url:
-                    scope_body += _string(b"\x1a", schema_url)
-                body += _field(b"\x12", scope_body)
-            if resource.schema_url:
-                body += _string(b"\x1a", resource.schema_url)
-            out.append(_field(b"\x0a", body))
-        return b"".join(out)
+        return join_encoded_spans(
+            (span.resource, span.instrumentation_scope or None, encode_span(span)) for span in spans
+        )
     except UnsupportedSpanError:
         raise
     except Exception as exc:  # a span shaped unlike the SDK's: let the SDK encode it

@@ -105,7 +105,7 @@ def main(endpoint: str, protocol: str, max_queue: int) -> None:
         return JSONResponse({"request_id": get_request_id()})
 
     async def stats(request: Request) -> JSONResponse:
-        worker = getattr(pipeline._inner, "_worker_thread", None)
+        worker = pipeline._worker
         return JSONResponse(
             {
                 "dropped": telemetry.dropped_spans,

@@ -222,3 +222,24 @@ def test_drain_requests_hands_over_and_forgets() -> None:
         assert len(receiver.drain_requests()) == 2
         assert receiver.requests == []
         assert receiver.drain_requests() == []
+
+
+def test_on_request_gets_each_request_raw_and_nothing_is_kept(exporter: SpanExporter) -> None:
+    arrived: list[ExportTraceServiceRequest] = []
+    with OtlpReceiver(on_request=arrived.append) as counting:
+        target: SpanExporter
+        if isinstance(exporter, GrpcSpanExporter):
+            target = GrpcSpanExporter(endpoint=counting.grpc_endpoint, insecure=True)
+        else:
+            target = HttpSpanExporter(endpoint=counting.http_endpoint + "/v1/traces")
+        provider = _provider(target)
+        tracer = provider.get_tracer("counting")
+        for n in range(3):
+            tracer.start_span(f"s{n}").end()
+        provider.shutdown()
+        assert [s.name for r in arrived for s in r.resource_spans[0].scope_spans[0].spans] == [
+            "s0",
+            "s1",
+            "s2",
+        ]
+        assert counting.spans() == [] and counting.requests == []

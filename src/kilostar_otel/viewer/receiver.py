@@ -235,7 +235,9 @@ class OtlpReceiver:
 
     Port 0 picks a free port (read :attr:`grpc_endpoint` / :attr:`http_endpoint` after
     :meth:`start`). ``on_spans`` is called with each request's spans (from a server thread; its
-    exceptions are logged and ignored). Use as ``with OtlpReceiver() as rx:`` to stop it on exit.
+    exceptions are logged and ignored). With ``on_request``, each request is handed to it as it
+    arrived instead, and nothing is decoded or kept (a receiver that only counts, at a fraction of
+    the CPU). Use as ``with OtlpReceiver() as rx:`` to stop it on exit.
     """
 
     def __init__(
@@ -244,11 +246,13 @@ class OtlpReceiver:
         grpc_port: int = 0,
         http_port: int = 0,
         on_spans: Callable[[list[ReceivedSpan]], None] | None = None,
+        on_request: Callable[[ExportTraceServiceRequest], None] | None = None,
     ) -> None:
         self._host = host
         self._grpc_port_requested = grpc_port
         self._http_port_requested = http_port
         self._on_spans = on_spans
+        self._on_request = on_request
         self._cond = threading.Condition()
         self._spans: list[ReceivedSpan] = []
         self._requests: list[ExportTraceServiceRequest] = []
@@ -351,6 +355,12 @@ class OtlpReceiver:
         return ExportTraceServiceResponse()
 
     def _accept(self, request: ExportTraceServiceRequest, transport: str) -> None:
+        if self._on_request is not None:
+            try:
+                self._on_request(request)
+            except Exception:
+                _log.exception("OtlpReceiver on_request callback failed")
+            return
         received = spans_from_request(request, transport)
         with self._cond:
             self._requests.append(request)
