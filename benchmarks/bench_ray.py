@@ -7,6 +7,10 @@ application would. The arms, each an actor method or task that does nothing (so 
 is all tracing):
 
 - ``plain_actor`` / ``plain_task``: ``ray.remote``;
+- ``plain_actor_ctx`` / ``plain_task_ctx``: ``ray.remote`` on a method or function that takes
+  the ``_kilostar_ctx`` keyword, called with ``snapshot()`` and no tracing: what Ray charges for
+  carrying the context in the call (a call with no argument at all skips Ray's argument
+  handling), the floor for any tracing that rides on the call's arguments;
 - ``traced_actor`` / ``traced_task``: ``kilostar_otel.integrations.ray.remote`` with its
   defaults (``KILOSTAR_OTEL_RAY_FLUSH=idle``: spans are exported once the worker has been idle
   for a moment, before Ray could reap it, and on a graceful exit);
@@ -40,28 +44,34 @@ __all__ = ["ARMS", "PAIRS", "Settings", "run"]
 
 ARMS = (
     "plain_actor",
+    "plain_actor_ctx",
     "traced_actor",
     "traced_actor_after",
     "traced_actor_wait",
     "traced_actor_no_flush",
     "plain_task",
+    "plain_task_ctx",
     "traced_task",
 )
 #: (traced arm, its plain baseline): the ratios reported.
 PAIRS = (
+    ("plain_actor_ctx", "plain_actor"),
     ("traced_actor", "plain_actor"),
     ("traced_actor_after", "plain_actor"),
     ("traced_actor_wait", "plain_actor"),
     ("traced_actor_no_flush", "plain_actor"),
+    ("plain_task_ctx", "plain_task"),
     ("traced_task", "plain_task"),
 )
 LABELS = {
     "plain_actor": "plain Ray actor call",
+    "plain_actor_ctx": "plain Ray actor call carrying a snapshot (one keyword argument)",
     "traced_actor": "traced actor call (defaults: export when idle)",
     "traced_actor_after": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH=after",
     "traced_actor_wait": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH=wait",
     "traced_actor_no_flush": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0",
     "plain_task": "plain Ray task",
+    "plain_task_ctx": "plain Ray task carrying a snapshot (one keyword argument)",
     "traced_task": "traced task (kilostar-otel defaults)",
 }
 #: ``service.name`` of the workers of each traced arm (counted at the receiver).
@@ -93,6 +103,10 @@ def noop() -> None:
     """The task: nothing, so a call costs what Ray and tracing cost."""
 
 
+def noop_ctx(_kilostar_ctx: object = None) -> None:
+    """The task that takes the snapshot keyword and does nothing with it."""
+
+
 class Echo:
     """The actor: a method that does nothing."""
 
@@ -100,16 +114,25 @@ class Echo:
         """Nothing."""
 
 
+class EchoCtx:
+    """The actor whose method takes the snapshot keyword and does nothing with it."""
+
+    def noop(self, _kilostar_ctx: object = None) -> None:
+        """Nothing."""
+
+
 def _arms(endpoint: str) -> dict[str, Callable[[], Any]]:
     """Build every arm on the running cluster; each value makes one call and returns its ref."""
     import ray
 
+    from kilostar_otel import snapshot
     from kilostar_otel.integrations import ray as kray
 
     def env(service: str, **extra: str) -> dict[str, Any]:
         return {"env_vars": {kray.SERVICE_NAME_ENV: service, **extra}}
 
     plain_actor = ray.remote(Echo).remote()
+    plain_actor_ctx = ray.remote(EchoCtx).remote()
     traced_actor = kray.remote(Echo).options(runtime_env=env(SERVICES["traced_actor"])).remote()
     after, wait = (
         kray.remote(Echo)
@@ -125,14 +148,17 @@ def _arms(endpoint: str) -> dict[str, Callable[[], Any]]:
         .remote()
     )
     plain_task = ray.remote(noop)
+    plain_task_ctx = ray.remote(noop_ctx)
     traced_task = kray.remote(noop).options(runtime_env=env(SERVICES["traced_task"]))
     return {
         "plain_actor": plain_actor.noop.remote,
+        "plain_actor_ctx": lambda: plain_actor_ctx.noop.remote(_kilostar_ctx=snapshot()),
         "traced_actor": traced_actor.noop.remote,
         "traced_actor_after": after.noop.remote,
         "traced_actor_wait": wait.noop.remote,
         "traced_actor_no_flush": no_flush.noop.remote,
         "plain_task": plain_task.remote,
+        "plain_task_ctx": lambda: plain_task_ctx.remote(_kilostar_ctx=snapshot()),
         "traced_task": traced_task.remote,
     }
 

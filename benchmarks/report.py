@@ -630,7 +630,11 @@ def _ray_section(ray: dict[str, Any]) -> list[str]:
         "the result travels back), `wait` before the result goes back. The *no flush* arm "
         "(`KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0`) leaves spans to the batch queue, which exports "
         "every 5 s and at a graceful exit (here the cluster's orderly stop); a worker killed "
-        "before either loses them. It is the floor for any delivery scheme.",
+        "before either loses them. It is the floor for any delivery scheme. The *carrying a "
+        "snapshot* arms are plain Ray calls to a method or function that takes the "
+        "`_kilostar_ctx` keyword, called with `snapshot()`, without tracing: what Ray itself "
+        "charges for a call that carries any argument (a call with none skips Ray's argument "
+        "handling), the floor for tracing that travels with the call.",
         "",
         _markdown_table(RAY_HEADER, _ray_table(ray)),
     ]

@@ -231,6 +231,19 @@ def test_any_snapshot_gives_a_context_with_only_its_own_ids(snap: Any, carrier: 
     assert nested is False  # Ray's tracing is off in this process
 
 
+def test_repeated_snapshots_give_each_call_exactly_its_own_ids() -> None:
+    # The callee keeps the contexts of recent snapshots: equal content, equal context; values
+    # that are equal but not the same string (1, True, "1") each keep their own meaning.
+    for value, expected in ((1, "1"), (True, "True"), ("1", "1"), (1, "1"), ("True", "True")):
+        ctx, _ = call_context({"request_id": value, "trace_id": TRACE}, None)
+        assert (request_id_from(ctx), trace_id_from(ctx)) == (expected, TRACE)
+    # More distinct snapshots than the callee keeps, then the first ones again.
+    for round_ in range(2):
+        for n in range(600):
+            ctx, _ = call_context({"request_id": f"req-{n}", "trace_id": ""}, None)
+            assert (request_id_from(ctx), trace_id_from(ctx)) == (f"req-{n}", ""), round_
+
+
 def test_worker_runtime_env_and_hooks_resolve_to_setup_worker() -> None:
     env = kray.worker_runtime_env(
         endpoint="http://127.0.0.1:4317",

@@ -75,13 +75,36 @@ def _ray_parent(carrier: object) -> Span | None:
     return span if span.get_span_context().is_valid else None
 
 
-def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
-    """The context of one call: an empty context updated from the snapshot, field by field.
+class _Contexts:
+    """The call contexts made from this worker's recent snapshots, by content.
 
-    Nothing from the worker's current context is kept (no leftovers from earlier calls), except the
-    span of Ray's own tracing for this very call when it belongs to the snapshot's trace. The flag
-    says whether that span is a local one (Ray's consumer span, which ends after this call).
+    A worker's calls mostly repeat a few snapshots (every call from one caller's span carries
+    the same one), and a context is immutable: parsing each snapshot once is enough.
     """
+
+    limit: Final = 256
+    by_snapshot: dict[tuple[tuple[str, str], ...], Context] = {}  # noqa: RUF012
+
+
+def _snapshot_key(snap: object) -> tuple[tuple[str, str], ...] | None:
+    """The snapshot's content as a cache key; None unless it is a dict of strings (``1`` and
+    ``True`` are equal keys of different meaning: other snapshots are parsed every time)."""
+    if type(snap) is not dict:
+        return None
+    key = tuple(snap.items())
+    for name, value in key:
+        if type(name) is not str or type(value) is not str:
+            return None
+    return key
+
+
+def _snapshot_context(snap: object) -> Context:
+    """An empty context updated from the snapshot, field by field, that defines its own ids."""
+    key = _snapshot_key(snap)
+    if key is not None:
+        cached = _Contexts.by_snapshot.get(key)
+        if cached is not None:
+            return cached
     base = Context()
     ctx = base
     if snap is not None:
@@ -89,6 +112,21 @@ def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
         if not tracing_configured():
             warn_unconfigured()
     ctx = with_own_ids(ctx)  # the worker's variables hold nothing of this call's
+    if key is not None:
+        if len(_Contexts.by_snapshot) >= _Contexts.limit:
+            _Contexts.by_snapshot.clear()
+        _Contexts.by_snapshot[key] = ctx
+    return ctx
+
+
+def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
+    """The context of one call: an empty context updated from the snapshot, field by field.
+
+    Nothing from the worker's current context is kept (no leftovers from earlier calls), except the
+    span of Ray's own tracing for this very call when it belongs to the snapshot's trace. The flag
+    says whether that span is a local one (Ray's consumer span, which ends after this call).
+    """
+    ctx = _snapshot_context(snap)
     ray_span = _ray_parent(ray_carrier)
     if ray_span is not None:
         ours = trace.get_current_span(ctx).get_span_context()
@@ -99,21 +137,24 @@ def call_context(snap: object, ray_carrier: object) -> tuple[Context, bool]:
 
 
 class _Runtime:
-    """This worker's job id and actor id, once known (a worker serves one job; a pool worker
-    that becomes an actor stays that actor)."""
+    """This worker's Ray runtime context, job id and actor id, once known (a worker serves one
+    job; a pool worker that becomes an actor stays that actor)."""
 
+    context: Any = None
     job_id: str = ""
     actor_id: str = ""
 
 
-def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
-    attributes: dict[str, AttributeValue] = {}
+def _add_runtime_attributes(attributes: dict[str, AttributeValue], actor: bool) -> None:
+    """Add the call's job, task and actor ids to ``attributes`` (nothing outside Ray)."""
     try:
         import ray
 
         if not ray.is_initialized():
-            return attributes  # asking would auto-start a local Ray instance
-        runtime = ray.get_runtime_context()
+            return  # asking would auto-start a local Ray instance
+        runtime = _Runtime.context
+        if runtime is None:
+            runtime = _Runtime.context = ray.get_runtime_context()
         if not _Runtime.job_id:
             _Runtime.job_id = runtime.get_job_id()
         attributes["ray.job_id"] = _Runtime.job_id
@@ -127,7 +168,6 @@ def _runtime_attributes(actor: bool) -> dict[str, AttributeValue]:
                 attributes["ray.actor_id"] = _Runtime.actor_id
     except Exception as exc:  # attributes are a nicety; the call must run regardless
         internal_error("ray call attributes", exc)
-    return attributes
 
 
 class Target:
@@ -160,7 +200,7 @@ class Call:
     def __init__(self, target: Target, snap: object, ray_carrier: object) -> None:
         ctx, self.nested = call_context(snap, ray_carrier)
         attributes = dict(target.attributes)
-        attributes.update(_runtime_attributes(target.actor))
+        _add_runtime_attributes(attributes, target.actor)
         self.span = _tracer().start_span(
             target.span_name, context=ctx, kind=SpanKind.CONSUMER, attributes=attributes
         )

@@ -77,16 +77,24 @@ class TracedActorHandle:
     handle's own. Use :func:`unwrap` for APIs that need Ray's handle (``ray.kill``).
     """
 
-    __slots__ = ("_kilostar_handle", "_kilostar_traced")
+    __slots__ = ("_kilostar_handle", "_kilostar_methods", "_kilostar_traced")
 
     def __init__(self, handle: Any) -> None:
         self._kilostar_handle = handle
         self._kilostar_traced = _traced_methods(handle)
+        #: The traced methods asked for so far (Ray binds a new method object on every access).
+        self._kilostar_methods: dict[str, _TracedInvoker] = {}
 
     def __getattr__(self, name: str) -> Any:
+        method = self._kilostar_methods.get(name)
+        if method is not None:
+            return method
         attr = getattr(self._kilostar_handle, name)
-        if self._kilostar_traced is None or name in self._kilostar_traced:
+        if self._kilostar_traced is None:
             return _TracedInvoker(attr)
+        if name in self._kilostar_traced:
+            method = self._kilostar_methods[name] = _TracedInvoker(attr)
+            return method
         return attr
 
     def __reduce__(self) -> tuple[Any, ...]:
