@@ -643,25 +643,27 @@ def _ray_section(ray: dict[str, Any]) -> list[str]:
 NOTES = [
     "## How the export pipeline keeps up",
     "",
-    "- `configure()` exports OTLP/gRPC with the SDK's exporter, but encodes each batch with "
-    "kilostar-otel's own protobuf writer. The SDK's encoder builds one protobuf object per span, "
-    "attribute and value, and hashes every span's resource through `json.dumps`; in a process "
-    "whose one core (one GIL) is shared by the application and its exporter, that was most of "
-    "the export cost. The writer produces the same bytes (tested against the SDK's encoder) at "
-    "a fraction of the cost; a batch it does not handle exactly like the SDK goes through the "
-    "SDK's encoder. OTLP/HTTP uses the SDK's encoder.",
+    "- `configure()` exports OTLP/gRPC with the SDK's exporter (its retries, TLS, headers, "
+    "compression), but encodes with kilostar-otel's own protobuf writer, and encodes each span "
+    "as it ends: the queue holds bytes, not span objects. The SDK's encoder builds one protobuf "
+    "object per span, attribute and value at export time; meanwhile every queued span (a dozen "
+    "objects) ages through the garbage collector's generations, and in a process whose one core "
+    "(one GIL) is shared by the application and its exporter the full collections that follow "
+    "cost more than the export itself. Encoded spans are plain bytes the collector never scans, "
+    "the span object dies at once, and the byte budget is exact. The writer produces the SDK's "
+    "bytes (tested against the SDK's encoder); a span it does not handle exactly like the SDK "
+    "goes through the SDK's encoder. OTLP/HTTP and other exporters queue the spans and use "
+    "their own encoders.",
     "- The queue holds 8,192 spans and a batch 1,024 (the SDK's defaults: 2,048 and 512): "
     "larger batches halve the cost per export request (in the application and in the "
     "collector), and the room absorbs the gaps while a batch is on the wire; the schedule "
-    "stays at 5 s. For the spans here that is about 20 MB at most (see the memory column). "
-    "`OTEL_BSP_*` variables and `configure()` arguments override all three.",
-    "- The queue is the SDK's `BatchSpanProcessor`, admitted through a span and a byte budget; "
-    "every span handed to export ends in one count (`delivered_spans`, `failed_spans`, "
-    "`dropped_spans`) and `shutdown()` logs the losses.",
-    "- A tight loop of a million spans shows the limit of any in-process exporter in Python: "
-    "encoding and sending share the interpreter lock with the loop, and spans that wait in a "
-    "full queue survive into the oldest garbage-collector generation, whose full collections "
-    "then cost the loop more than the export itself.",
+    "stays at 5 s. `OTEL_BSP_*` variables and `configure()` arguments override all three.",
+    "- The queue is kilostar-otel's own (a deque, one lock, one worker thread), bounded in "
+    "spans and in bytes; every span handed to export ends in one count (`delivered_spans`, "
+    "`failed_spans`, `dropped_spans`) and `shutdown()` logs the losses.",
+    "- The cost moves: encoding as spans end puts a few microseconds per span on the thread "
+    "that ends it (the request thread), and takes the export thread's work and the garbage "
+    "collector's down by more; the application table shows both sides.",
     "",
     "## Reading the numbers",
     "",

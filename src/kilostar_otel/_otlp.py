@@ -16,16 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any, Final
 
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kilostar_otel._internals import (
     attribute_items,
-    bounded_list_items,
-    finished_span_fields,
     grpc_exporter_with_encoder,
     sdk_encodes_none,
+    span_wire_fields,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +39,10 @@ __all__ = [
 ]
 
 _FIXED64: Final = Struct("<Q").pack
+# trace_id (field 1, 16 bytes, as two big-endian halves) and span_id (field 2, 8 bytes)
+_IDS: Final = Struct(">2sQQ2sQ").pack
+_PARENT: Final = Struct(">2sQ").pack  # parent_span_id, field 4
+_U64: Final = (1 << 64) - 1
 _START_END: Final = Struct("<BQBQ").pack  # fields 7 and 8, both fixed64
 _DOUBLE: Final = Struct("<d").pack
 _FIXED32: Final = Struct("<I").pack
@@ -56,16 +57,16 @@ _LINK_FLAGS_LOCAL: Final = b"\x35" + _FIXED32(0x100)
 _LINK_FLAGS_REMOTE: Final = b"\x35" + _FIXED32(0x300)
 # SpanKind.INTERNAL..CONSUMER (0..4) are the protobuf enum values 1..5, field 6.
 _KINDS: Final = tuple(b"\x30" + _ONE_BYTE[n + 1] for n in range(5))
-_KIND_INTERNAL: Final = _KINDS[0]
-_INTERNAL: Final = SpanKind.INTERNAL
+_KIND_FIELDS: Final = {id(kind): _KINDS[n] for n, kind in enumerate(SpanKind)}
 _UNSET: Final = StatusCode.UNSET
 _EMPTY_STATUS: Final = b"\x7a\x00"
-_SMALL_INTS: Final = tuple(b"\x12\x02\x18" + _ONE_BYTE[n] for n in range(128))  # value: {int}
-# Encoded attribute keys, and (length-prefixed) KeyValues with a string value, seen recently: spans
-# of one request repeat their keys and most of their values (the request id, a route); and names.
-_KEYS: dict[str, bytes] = {}
-_PAIRS: dict[tuple[str, str], bytes] = {}
+# Encoded attribute fields (tag, key and value) with a string or integer value, and span names,
+# seen recently: spans of one request repeat their keys and most of their values (the request id,
+# a route, a status code).
+_STR_FIELDS: dict[tuple[bytes, str, Any], bytes] = {}
+_INT_FIELDS: dict[tuple[bytes, str, Any], bytes] = {}
 _NAMES: dict[str, bytes] = {}
+_CACHED_FIELD_BYTES: Final = 512
 _CACHE_SIZE: Final = 4096
 _CACHED_STRING_LENGTH: Final = 256
 
@@ -165,29 +166,23 @@ def _attributes(tag: bytes, attributes: Mapping[str, object] | None) -> bytes:
 
 def _items(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
     out = []
-    keys, pairs = _KEYS, _PAIRS
+    strings, ints = _STR_FIELDS, _INT_FIELDS
     for key, value in items:
         kind = type(value)
-        if kind is str and len(value) <= _CACHED_STRING_LENGTH:  # type: ignore[arg-type]
-            pair = pairs.get((key, value))  # type: ignore[arg-type]
-            if pair is None:
-                pair = _length_prefixed(_key_field(key) + _field(b"\x12", _any_value(value)))
-                if len(pairs) >= _CACHE_SIZE:
-                    pairs.clear()
-                pairs[(key, value)] = pair  # type: ignore[index]
-            out.append(tag + pair)
-            continue
-        encoded_key = keys.get(key)
-        if encoded_key is None:
-            encoded_key = _key_field(key)
-            if len(keys) >= _CACHE_SIZE:
-                keys.clear()
-            keys[key] = encoded_key
-        if kind is int and 0 <= value < 128:  # type: ignore[operator]
-            encoded_value = _SMALL_INTS[value]  # type: ignore[call-overload]
+        if kind is str:
+            cache: dict[tuple[bytes, str, Any], bytes] | None = strings
+        elif kind is int:  # not bool: True == 1 would share an entry
+            cache = ints
         else:
-            encoded_value = _field(b"\x12", _any_value(value))
-        out.append(tag + _length_prefixed(encoded_key + encoded_value))
+            cache = None
+        field = cache.get((tag, key, value)) if cache is not None else None
+        if field is None:
+            field = tag + _length_prefixed(_key_field(key) + _field(b"\x12", _any_value(value)))
+            if cache is not None and len(field) <= _CACHED_FIELD_BYTES:
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                cache[(tag, key, value)] = field
+        out.append(field)
     return b"".join(out)
 
 
@@ -233,20 +228,29 @@ def encode_span_with_sdk(span: Any) -> bytes:
 
 
 def _span(span: Any) -> bytes:
-    (context, parent, name, kind, start, end, status, attributes, events, links) = (
-        finished_span_fields(span)
-    )
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
-    if context.trace_state:
-        parts.append(_trace_state(b"\x1a", context.trace_state))
-    if parent is not None:
-        parts.append(b"\x22\x08")
-        parts.append(parent.span_id.to_bytes(8, "big"))
+    (
+        trace_id,
+        span_id,
+        trace_state,
+        parent_id,
+        parent_is_remote,
+        name,
+        kind,
+        start,
+        end,
+        status,
+        attributes,
+        dropped_attributes,
+        events,
+        dropped_events,
+        links,
+        dropped_links,
+    ) = span_wire_fields(span)
+    parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _U64, b"\x12\x08", span_id)]
+    if trace_state:
+        parts.append(_trace_state(b"\x1a", trace_state))
+    if parent_id is not None:
+        parts.append(_PARENT(b"\x22\x08", parent_id))
     if name:
         encoded_name = _NAMES.get(name)
         if encoded_name is None:
@@ -256,7 +260,8 @@ def _span(span: Any) -> bytes:
                     _NAMES.clear()
                 _NAMES[name] = encoded_name
         parts.append(encoded_name)
-    parts.append(_KIND_INTERNAL if kind is _INTERNAL else _KINDS[kind.value])
+    kind_field = _KIND_FIELDS.get(id(kind))  # by identity: hashing an Enum member is slow
+    parts.append(kind_field if kind_field is not None else _KINDS[kind.value])
     if start and end:
         parts.append(_START_END(0x39, start, 0x41, end))
     else:
@@ -265,37 +270,41 @@ def _span(span: Any) -> bytes:
         if end:
             parts.append(b"\x41" + _FIXED64(end))
     if attributes:
-        parts.append(_attributes(b"\x4a", attributes))
-    # ReadableSpan.dropped_attributes (also when every attribute was dropped), and the same for
-    # events and links below.
-    if isinstance(attributes, BoundedAttributes) and attributes.dropped:
-        parts.append(_uint(b"\x50", attributes.dropped))
+        parts.append(_items(b"\x4a", attributes.items()))
+    # Dropped counts are written also when every attribute (event, link) was dropped.
+    if dropped_attributes:
+        parts.append(_uint(b"\x50", dropped_attributes))
     if events:
-        for event in bounded_list_items(events):  # finished: no more appends
+        for event in events:
             body = b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b""
             if event.name:
                 body += _string(b"\x12", event.name)
             body += _attributes(b"\x1a", event.attributes)
             body += _uint(b"\x20", event.dropped_attributes)
             parts.append(_field(b"\x5a", body))
-    if type(events) is BoundedList and events.dropped:
-        parts.append(_uint(b"\x60", events.dropped))
+    if dropped_events:
+        parts.append(_uint(b"\x60", dropped_events))
     if links:
-        for link in bounded_list_items(links):
+        for link in links:
             linked = link.context
             body = (
-                b"\x0a\x10"
-                + linked.trace_id.to_bytes(16, "big")
-                + b"\x12\x08"
-                + linked.span_id.to_bytes(8, "big")
+                _IDS(
+                    b"\x0a\x10",
+                    linked.trace_id >> 64,
+                    linked.trace_id & _U64,
+                    b"\x12\x08",
+                    linked.span_id,
+                )
                 + _attributes(b"\x22", link.attributes)
                 + _uint(b"\x28", link.dropped_attributes)
                 + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
             )
             parts.append(_field(b"\x6a", body))
-    if type(links) is BoundedList and links.dropped:
-        parts.append(_uint(b"\x70", links.dropped))
-    if status is not None:
+    if dropped_links:
+        parts.append(_uint(b"\x70", dropped_links))
+    if status is None:
+        parts.append(_EMPTY_STATUS)
+    else:
         code_enum = status.status_code
         description = status.description
         if code_enum is _UNSET and not description:
@@ -305,8 +314,13 @@ def _span(span: Any) -> bytes:
             parts.append(_field(b"\x7a", body))
         else:
             parts.append(_EMPTY_STATUS)
-    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    parts.append(_FLAGS_REMOTE if parent_is_remote else _FLAGS_LOCAL)
     return _field(b"\x12", b"".join(parts))  # ScopeSpans.spans
+
+
+def _link_ids(linked: Any) -> bytes:
+    trace_id = linked.trace_id
+    return _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _U64, b"\x12\x08", linked.span_id)
 
 
 def _scope(scope: Any) -> bytes:

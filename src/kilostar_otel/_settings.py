@@ -292,7 +292,7 @@ EXPORT_TIMEOUT_MILLIS: Final = Param[int](
     "the batch pipeline's export timeout")
 MAX_QUEUE_BYTES: Final = Param[int](
     "max_queue_bytes", ("KILOSTAR_BSP_MAX_QUEUE_BYTES",), 64 * 1024 * 1024, _positive_int,
-    "estimated bytes the batch queue holds (64 MiB); more spans are dropped and counted")
+    "bytes the batch queue holds (64 MiB); more spans are dropped and counted")
 EXIT_TIMEOUT_MILLIS: Final = Param[int](
     "exit_timeout_millis", ("KILOSTAR_EXIT_TIMEOUT_MILLIS",), 5000, _positive_int,
     "longest the at-exit flush holds the process up (the back end may be down)")

@@ -210,7 +210,7 @@ class Telemetry:
 
     @property
     def queued_bytes(self) -> int:
-        """Estimated bytes of the spans waiting in the export queue now."""
+        """Bytes of the spans waiting in the export queue now (encoded; estimated for non-gRPC)."""
         return self._pipeline.queued_bytes if self._pipeline is not None else 0
 
     def get_tracer(self, name: str, version: str | None = None) -> trace.Tracer:
@@ -377,7 +377,7 @@ def configure(
         schedule_delay_millis: longest wait between two exports (5000).
         max_export_batch_size: spans per export request (1024, at most ``max_queue_size``).
         export_timeout_millis: the batch pipeline's export timeout (30000).
-        max_queue_bytes: estimated bytes of queued spans (64 MiB); more are dropped and counted.
+        max_queue_bytes: bytes of queued spans (64 MiB); more are dropped and counted.
         exit_timeout_millis: longest the at-exit flush may hold the process up (5000).
         max_span_bytes: estimated bytes one span may send (1 MiB); longer values are cut.
         strict: a conflicting second call raises ValueError instead of warning (False).
