@@ -52,8 +52,9 @@ _last: tuple[Callable[[], TracerProvider | None], Tracer] = (lambda: None, trace
 
 def _tracer_of(provider: TracerProvider) -> Tracer:
     global _last
-    if _last[0]() is provider:
-        return _last[1]
+    last_provider, last_tracer = _last  # one read: another thread may replace it
+    if last_provider() is provider:
+        return last_tracer
     try:
         tracer = _tracers.get(provider)
     except TypeError:  # a provider that cannot be weakly referenced: no cache
@@ -125,7 +126,7 @@ def _start_root(
     """
     parent = _internals.current_context()
     request_span = parent.get(SPAN_KEY)
-    if not isinstance(request_span, Span):
+    if request_span is None or not isinstance(request_span, Span):
         request_span = trace.INVALID_SPAN
     request_context = request_span.get_span_context()
     root_attributes: dict[str, AttributeValue] = {
