@@ -46,7 +46,8 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 # One tracer per provider: the SDK's get_tracer() builds a new tracer (and scope) per call.
 _tracers: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
-# The provider of the last lookup and its tracer: nearly every call finds its tracer here.
+# The provider of the last lookup (weakly) and its tracer: nearly every call finds its tracer
+# here. It keeps that one tracer alive until a workflow uses another provider.
 _last: tuple[Callable[[], TracerProvider | None], Tracer] = (lambda: None, trace.NoOpTracer())
 
 
