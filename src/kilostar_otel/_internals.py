@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry import baggage, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, attach, get_current
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanContext, TraceState
+from opentelemetry.trace import Link, SpanContext, TraceState
 
 if TYPE_CHECKING:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -33,6 +33,8 @@ __all__ = [
     "FAST_PATHS",
     "SPAN_KEY",
     "SDKConfigurator",
+    "add_link",
+    "add_string_event",
     "attach_context",
     "attribute_items",
     "bounded_list_items",
@@ -140,6 +142,59 @@ def stamp_attribute(span: object, key: str, value: str) -> None:
         values[key] = value
     else:
         span.set_attribute(key, value)  # type: ignore[attr-defined]
+
+
+def _sdk_span_type() -> type | None:
+    """The SDK's span class when it adds links and events as :func:`add_link` expects."""
+    try:
+        from opentelemetry.sdk.trace import _Span
+    except ImportError:  # pragma: no cover - a future SDK without it
+        return None
+    if callable(getattr(_Span, "_add_link", None)) and callable(getattr(_Span, "_add_event", None)):
+        return _Span
+    return None  # pragma: no cover - a future SDK without them
+
+
+_SDK_SPAN: Final = _sdk_span_type()
+# One empty, immutable attribute set for every link added by add_link (the SDK makes a new one
+# per link): nothing ever writes to it, and readers see what a new one shows.
+_NO_ATTRIBUTES: Final = BoundedAttributes(immutable=True)
+
+
+def add_link(span: object, context: SpanContext) -> None:
+    """``span.add_link(context)``: a link without attributes, on a span that may be shared.
+
+    For a valid ``context`` on an SDK span the link is appended as ``add_link`` appends it (under
+    the span's lock, not after the span has ended), without building an empty attribute set for
+    it. Verified on opentelemetry-sdk 1.40-1.45 (``_Span._add_link``). Fallback:
+    ``span.add_link(context)``.
+    """
+    if type(span) is _SDK_SPAN and context.is_valid:
+        span._add_link(Link(context, _NO_ATTRIBUTES))  # type: ignore[attr-defined]
+    else:
+        span.add_link(context)  # type: ignore[attr-defined]
+
+
+def add_string_event(span: object, name: str, key: str, value: str) -> None:
+    """``span.add_event(name, {key: value})`` for a valid attribute name and a string value.
+
+    On an SDK span whose limits keep the value as it is, the event's attributes are written
+    directly instead of through the SDK's per-value checks, and the event is appended as
+    ``add_event`` appends it (under the span's lock, not after the span has ended). Verified on
+    opentelemetry-sdk 1.40-1.45 (``_Span._limits``, ``_Span._add_event``, ``BoundedAttributes``'
+    ``_dict`` and ``_immutable``). Fallback: ``span.add_event(name, {key: value})``.
+    """
+    if type(span) is _SDK_SPAN:
+        limits = span._limits  # type: ignore[attr-defined]
+        room = limits.max_event_attributes
+        max_len = limits.max_attribute_length
+        if (room is None or room > 0) and (max_len is None or len(value) <= max_len):
+            attributes = BoundedAttributes(room, None, immutable=False, max_value_len=max_len)
+            attributes._dict[key] = value
+            attributes._immutable = True
+            span._add_event(Event(name, attributes))  # type: ignore[attr-defined]
+            return
+    span.add_event(name, {key: value})  # type: ignore[attr-defined]
 
 
 def attribute_items(attributes: Any) -> Iterable[tuple[str, Any]]:
@@ -477,6 +532,28 @@ def _fast_span_wire_fields() -> bool:
     )
 
 
+def _fast_links_and_events() -> bool:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("check")
+    span: Any = tracer.start_span("check")
+    linked = tracer.start_span("linked").get_span_context()
+    add_link(span, linked)
+    add_string_event(span, "e", "k", "v")
+    (link,) = span.links
+    (event,) = span.events
+    return (
+        type(span) is _SDK_SPAN
+        and link.attributes is _NO_ATTRIBUTES
+        and link.context == linked
+        and dict(link.attributes) == {}
+        and event.name == "e"
+        and type(event.attributes) is BoundedAttributes
+        and dict(event.attributes) == {"k": "v"}
+        and event.attributes._immutable
+    )
+
+
 def _fast_trace_state() -> bool:
     state = checked_trace_state([("a@b@c", "1")])
     return type(state) is _CheckedTraceState and dict(state.items()) == {"a@b@c": "1"}
@@ -545,6 +622,8 @@ FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
     "BAGGAGE_KEY": _fast_baggage_key,
     "SPAN_KEY": _fast_span_key,
     "writable_attributes": _fast_writable_attributes,
+    "add_link": _fast_links_and_events,
+    "add_string_event": _fast_links_and_events,
     "finished_span_fields": _fast_finished_span,
     "span_wire_fields": _fast_span_wire_fields,
     "checked_trace_state": _fast_trace_state,

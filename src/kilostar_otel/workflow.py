@@ -22,7 +22,7 @@ from kilostar_otel import _internals
 from kilostar_otel._calls import detach, wrap
 from kilostar_otel._guard import internal_error
 from kilostar_otel._idcontext import TRACE_ID_KEY, current_request_id
-from kilostar_otel._internals import SPAN_KEY, stamp_attribute
+from kilostar_otel._internals import SPAN_KEY, add_link, add_string_event, stamp_attribute
 from kilostar_otel._names import (
     GEN_AI_OPERATION_NAME,
     GEN_AI_WORKFLOW_NAME,
@@ -44,30 +44,25 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_tracer: Tracer | None = None
-# One tracer per explicit provider: the SDK's get_tracer() builds a new tracer (and scope) per call.
+# One tracer per provider: the SDK's get_tracer() builds a new tracer (and scope) per call.
 _tracers: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
-
-
-def _global_tracer() -> Tracer:
-    global _tracer
-    if _tracer is None:
-        # A ProxyTracer until an SDK provider is installed; it follows the provider afterwards.
-        _tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
-    return _tracer
+# The provider of the last lookup (weakly) and its tracer: nearly every call finds its tracer
+# here. It keeps that one tracer alive until a workflow uses another provider.
+_last: tuple[Callable[[], TracerProvider | None], Tracer] = (lambda: None, trace.NoOpTracer())
 
 
 def _tracer_of(provider: TracerProvider) -> Tracer:
+    global _last
+    last_provider, last_tracer = _last  # one read: another thread may replace it
+    if last_provider() is provider:
+        return last_tracer
     try:
         tracer = _tracers.get(provider)
     except TypeError:  # a provider that cannot be weakly referenced: no cache
         return provider.get_tracer(INSTRUMENTATION_NAME, __version__)
     if tracer is None:
-        tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-        try:
-            _tracers[provider] = tracer
-        except TypeError:  # pragma: no cover - get() would have raised already
-            pass
+        tracer = _tracers[provider] = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+    _last = (weakref.ref(provider), tracer)
     return tracer
 
 
@@ -106,67 +101,95 @@ def _warn_no_sdk(name: str) -> None:
         )
 
 
+def _root_start_context(parent: Context) -> Context:
+    """The context a workflow root starts in: ``parent`` without its current span (the root
+    starts a new trace) or an enclosing workflow's trace id; the same baggage and request id.
+
+    Without a key, not with an invalid value: the SDK and its sampler then skip the checks of
+    what the key holds.
+    """
+    if SPAN_KEY not in parent and TRACE_ID_KEY not in parent:
+        return parent
+    values = dict(parent)
+    values.pop(SPAN_KEY, None)
+    values.pop(TRACE_ID_KEY, None)
+    return Context(values)
+
+
+def _start_root(
+    name: str, attributes: Mapping[str, AttributeValue] | None, tracer: Tracer
+) -> tuple[Span, str, Context]:
+    """Start a workflow root in the current context: ``(root span, trace_id, its context)``.
+
+    The root starts a new trace, linked both ways to the current span (the request's) when that
+    one is valid; the context to attach keeps the baggage and request id and binds the root and
+    its ``trace_id``.
+    """
+    parent = _internals.current_context()
+    request_span = parent.get(SPAN_KEY)
+    if request_span is None or not isinstance(request_span, Span):
+        request_span = trace.INVALID_SPAN
+    request_context = request_span.get_span_context()
+    root_attributes: dict[str, AttributeValue] = {
+        WORKFLOW_NAME_ATTRIBUTE: name,
+        GEN_AI_OPERATION_NAME: INVOKE_WORKFLOW,
+        GEN_AI_WORKFLOW_NAME: name,
+    }
+    if attributes:
+        root_attributes.update(attributes)
+    request_id = current_request_id(parent)
+    if request_id:
+        root_attributes[REQUEST_ID_ATTRIBUTE] = request_id
+    span = tracer.start_span(
+        f"{INVOKE_WORKFLOW} {name}",
+        context=_root_start_context(parent),
+        kind=SpanKind.INTERNAL,
+        attributes=root_attributes,
+        links=(Link(request_context),) if request_context.is_valid else (),
+    )
+    span_context = span.get_span_context()
+    # With no SDK installed the root is a no-op span with trace id 0: ids still work.
+    if span_context.is_valid:
+        trace_id = "%032x" % span_context.trace_id  # noqa: UP031 - the fastest of the three
+        stamp_attribute(span, TRACE_ID_ATTRIBUTE, trace_id)
+        if request_span.is_recording():
+            add_link(request_span, span_context)
+            add_string_event(request_span, WORKFLOW_STARTED_EVENT, TRACE_ID_ATTRIBUTE, trace_id)
+    else:
+        trace_id = new_trace_id()
+        _warn_no_sdk(name)
+        stamp_attribute(span, TRACE_ID_ATTRIBUTE, trace_id)
+    return span, trace_id, Context({**parent, SPAN_KEY: span, TRACE_ID_KEY: trace_id})
+
+
+def _end_root(span: Span, exc: BaseException | None) -> None:
+    """End a workflow root; ``exc`` (but not ``GeneratorExit``) is recorded on it first."""
+    try:
+        if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
+            span.set_status(Status(StatusCode.ERROR, _describe(exc)))
+            try:
+                span.record_exception(exc)
+            except Exception as error:  # the exception's own __str__ or __repr__ raised
+                internal_error("workflow.finish", error)
+    finally:
+        span.end()  # on every path, whatever the exception does
+
+
 class _Run:
-    """One execution of a workflow: its root span and the context that makes it current."""
+    """One call of a decorated workflow: the :class:`kilostar_otel._calls.Run` of its root."""
 
     __slots__ = ("context", "span", "trace_id")
 
     def __init__(
         self, name: str, attributes: Mapping[str, AttributeValue] | None, tracer: Tracer
     ) -> None:
-        parent = _internals.current_context()
-        request_span = parent.get(SPAN_KEY)
-        if not isinstance(request_span, Span):
-            request_span = trace.INVALID_SPAN
-        request_context = request_span.get_span_context()
-        root_attributes: dict[str, AttributeValue] = {
-            WORKFLOW_NAME_ATTRIBUTE: name,
-            GEN_AI_OPERATION_NAME: INVOKE_WORKFLOW,
-            GEN_AI_WORKFLOW_NAME: name,
-        }
-        if attributes:
-            root_attributes.update(attributes)
-        request_id = current_request_id()
-        if request_id:
-            root_attributes[REQUEST_ID_ATTRIBUTE] = request_id
-        # Same baggage and request id, but no current span (the root starts a new trace) and no
-        # enclosing workflow's trace id; one copy of the context instead of a copy and two pops.
-        span = tracer.start_span(
-            f"{INVOKE_WORKFLOW} {name}",
-            context=Context({**parent, SPAN_KEY: trace.INVALID_SPAN, TRACE_ID_KEY: ""}),
-            kind=SpanKind.INTERNAL,
-            attributes=root_attributes,
-            links=(Link(request_context),) if request_context.is_valid else (),
-        )
-        span_context = span.get_span_context()
-        # With no SDK installed the root is a no-op span with trace id 0: ids still work.
-        if span_context.is_valid:
-            trace_id = format(span_context.trace_id, "032x")
-        else:
-            trace_id = new_trace_id()
-            _warn_no_sdk(name)
-        stamp_attribute(span, TRACE_ID_ATTRIBUTE, trace_id)
-        if span_context.is_valid and request_span.is_recording():
-            request_span.add_link(span_context)
-            request_span.add_event(WORKFLOW_STARTED_EVENT, {TRACE_ID_ATTRIBUTE: trace_id})
-        self.span: Span = span
-        self.trace_id = trace_id
-        self.context = Context({**parent, SPAN_KEY: span, TRACE_ID_KEY: trace_id})
+        self.span, self.trace_id, self.context = _start_root(name, attributes, tracer)
 
     def finish(self, exc: BaseException | None) -> None:
-        span = self.span
-        try:
-            if exc is not None and not isinstance(exc, GeneratorExit) and span.is_recording():
-                span.set_status(Status(StatusCode.ERROR, _describe(exc)))
-                try:
-                    span.record_exception(exc)
-                except Exception as error:  # the exception's own __str__ or __repr__ raised
-                    internal_error("workflow.finish", error)
-        finally:
-            span.end()  # on every path, whatever the exception does
+        _end_root(self.span, exc)
 
     async def finish_async(self, exc: BaseException | None) -> None:
-        self.finish(exc)
+        _end_root(self.span, exc)
 
 
 class Workflow:
@@ -176,7 +199,7 @@ class Workflow:
     active; as a decorator every call is its own workflow run.
     """
 
-    __slots__ = ("_attributes", "_name", "_run", "_token", "_trace_id", "_tracer_provider")
+    __slots__ = ("_attributes", "_name", "_span", "_token", "_trace_id", "_tracer_provider")
 
     def __init__(
         self,
@@ -188,7 +211,7 @@ class Workflow:
         self._name = name
         self._attributes = dict(attributes) if attributes else None
         self._tracer_provider = tracer_provider
-        self._run: _Run | None = None
+        self._span: Span | None = None  # the root while a ``with`` run is active
         self._token: Token[Context] | None = None
         self._trace_id = ""
 
@@ -205,22 +228,22 @@ class Workflow:
     @property
     def span(self) -> Span:
         """The active run's root span (``INVALID_SPAN`` outside the ``with`` block)."""
-        return self._run.span if self._run is not None else trace.INVALID_SPAN
+        return trace.INVALID_SPAN if self._span is None else self._span
 
-    def _start(self, name: str | None = None) -> _Run:
+    def _tracer(self) -> Tracer:
         provider = self._tracer_provider
-        tracer = _global_tracer() if provider is None else _tracer_of(provider)
-        return _Run(name or self.name, self._attributes, tracer)
+        return _tracer_of(trace.get_tracer_provider() if provider is None else provider)
 
     # -- context manager ----------------------------------------------------------------------
 
     def __enter__(self) -> Workflow:
-        if self._run is not None:
+        if self._span is not None:
             raise RuntimeError(f"workflow {self.name!r} is already active; call workflow() again")
-        run = self._start()
-        self._token = _internals.attach_context(run.context)
-        self._run = run
-        self._trace_id = run.trace_id
+        span, self._trace_id, context = _start_root(
+            self._name or "workflow", self._attributes, self._tracer()
+        )
+        self._token = _internals.attach_context(context)
+        self._span = span
         return self
 
     def __exit__(
@@ -229,12 +252,12 @@ class Workflow:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        run, token = self._run, self._token
-        self._run = self._token = None
-        if run is None or token is None:
+        span, token = self._span, self._token
+        self._span = self._token = None
+        if span is None or token is None:
             return
         detach(token)  # first, as in every wrapped call (see kilostar_otel._calls)
-        run.finish(exc)
+        _end_root(span, exc)
 
     async def __aenter__(self) -> Workflow:
         return self.__enter__()
@@ -253,7 +276,7 @@ class Workflow:
         name = self._name or getattr(fn, "__qualname__", None) or "workflow"
 
         def start(kwargs: dict[str, Any]) -> _Run:
-            return self._start(name)
+            return _Run(name, self._attributes, self._tracer())
 
         return cast(_F, wrap(fn, start))
 

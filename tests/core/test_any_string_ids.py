@@ -132,3 +132,28 @@ def test_the_token_type_checks_as_contextvars_token(tmp_path: Path) -> None:
         env={**os.environ, "MYPYPATH": str(ROOT / "src")},
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_a_workflow_started_before_the_sdk_provider_records_once_it_is_set() -> None:
+    done = run(
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import kilostar_otel
+
+        with kilostar_otel.workflow("early"):
+            pass
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        with kilostar_otel.workflow("late") as wf:
+            pass
+        (root,) = exporter.get_finished_spans()
+        print(root.name, f"{root.context.trace_id:032x}" == wf.trace_id)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "invoke_workflow late True"

@@ -125,3 +125,62 @@ def test_writable_attributes_declines_when_limits_apply() -> None:
     span = full.get_tracer("t").start_span("s", attributes={"a": 1})
     assert _internals.writable_attributes(span, 1) is None
     assert _internals.writable_attributes(object(), 1) is None
+
+
+def _links_and_events(span: object) -> tuple[list[object], list[object]]:
+    links = [(link.context, dict(link.attributes), link.dropped_attributes) for link in span.links]  # type: ignore[attr-defined]
+    events = [(e.name, dict(e.attributes), e.dropped_attributes) for e in span.events]  # type: ignore[attr-defined]
+    return links, events
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {},
+        {"max_links": 1, "max_events": 1},
+        {"max_event_attributes": 0, "max_link_attributes": 0},
+        {"max_attribute_length": 8},
+        {"max_attribute_length": 32},
+    ],
+    ids=["defaults", "one-each", "no-attributes", "values-cut", "values-fit"],
+)
+def test_add_link_and_add_string_event_record_what_the_sdk_methods_record(
+    limits: dict[str, int],
+) -> None:
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    tracer = TracerProvider(span_limits=SpanLimits(**limits)).get_tracer("t")
+    ours, theirs = tracer.start_span("ours"), tracer.start_span("theirs")
+    targets = [tracer.start_span(f"to-{n}").get_span_context() for n in range(3)]
+    invalid = trace.INVALID_SPAN_CONTEXT
+    for target in [*targets, invalid]:
+        _internals.add_link(ours, target)
+        theirs.add_link(target)
+        _internals.add_string_event(ours, "started", "kilostar.trace_id", f"{target.trace_id:032x}")
+        theirs.add_event("started", {"kilostar.trace_id": f"{target.trace_id:032x}"})
+    for span in (ours, theirs):
+        span.end()
+    # Ended: refused by both, as the SDK refuses it.
+    _internals.add_link(ours, targets[0])
+    theirs.add_link(targets[0])
+    _internals.add_string_event(ours, "late", "k", "v")
+    theirs.add_event("late", {"k": "v"})
+    assert _links_and_events(ours) == _links_and_events(theirs)
+    assert ours.dropped_links == theirs.dropped_links  # type: ignore[attr-defined]
+    assert ours.dropped_events == theirs.dropped_events  # type: ignore[attr-defined]
+
+
+def test_add_link_and_add_string_event_fall_back_for_other_spans() -> None:
+    recorded: list[tuple[str, object]] = []
+
+    class Custom(trace.NonRecordingSpan):
+        def add_link(self, context: trace.SpanContext, attributes: object = None) -> None:
+            recorded.append(("link", context))
+
+        def add_event(self, name: str, attributes: object = None, timestamp: object = None) -> None:
+            recorded.append((name, attributes))
+
+    span = Custom(trace.INVALID_SPAN_CONTEXT)
+    _internals.add_link(span, trace.INVALID_SPAN_CONTEXT)
+    _internals.add_string_event(span, "started", "k", "v")
+    assert recorded == [("link", trace.INVALID_SPAN_CONTEXT), ("started", {"k": "v"})]

@@ -381,3 +381,33 @@ def test_the_root_ends_after_the_workflow_is_detached(form: str) -> None:
             list(steps())
     # The caller's span is current again when the root ends (what ending triggers is the caller's).
     assert watcher.seen == [(ROOT, "caller"), ("caller", "")]
+
+
+def test_each_workflow_records_on_its_own_provider(spans: Spans) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporters = [InMemorySpanExporter(), InMemorySpanExporter()]
+    providers = []
+    for exporter in exporters:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        providers.append(provider)
+    # Alternating providers (and the global one) each get their own workflows' roots.
+    for name, provider in [("a", 0), ("b", 1), ("c", None), ("d", 0), ("e", 0), ("f", 1)]:
+        with workflow(name, tracer_provider=None if provider is None else providers[provider]):
+            pass
+    assert [s.name for s in exporters[0].get_finished_spans()] == [
+        "invoke_workflow a",
+        "invoke_workflow d",
+        "invoke_workflow e",
+    ]
+    assert [s.name for s in exporters[1].get_finished_spans()] == [
+        "invoke_workflow b",
+        "invoke_workflow f",
+    ]
+    assert [s.name for s in spans.all()] == ["invoke_workflow c"]
+    for exporter in exporters:
+        assert {s.instrumentation_scope.name for s in exporter.get_finished_spans()} == {
+            "kilostar_otel"
+        }
