@@ -23,7 +23,13 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._internals import attribute_items, bounded_list_items, finished_span_fields
+from kilostar_otel._internals import (
+    attribute_items,
+    bounded_list_items,
+    finished_span_fields,
+    span_origin,
+    span_sampled,
+)
 from kilostar_otel._otlp import (
     EncodedSpans,
     UnsupportedSpanError,
@@ -258,8 +264,7 @@ class _ExportPipeline(SpanProcessor):
         try:
             if self._exporter is None:
                 return
-            ctx = span.context
-            if ctx is None or not ctx.trace_flags.sampled:
+            if not span_sampled(span):
                 return
             if self._encoded:
                 self._admit(self._encoded_entry(span))
@@ -275,7 +280,7 @@ class _ExportPipeline(SpanProcessor):
             payload = self._encode_other_way(span)
         if len(payload) > self._settings.max_span_bytes:
             payload = self._encode_other_way(span, len(payload))
-        resource, scope = span.resource, span.instrumentation_scope or None
+        resource, scope = span_origin(span)
         return (len(payload) + ENTRY_OVERHEAD_BYTES, payload, resource, scope)
 
     def _encode_other_way(self, span: ReadableSpan, size: int = 0) -> bytes:
