@@ -139,6 +139,9 @@ def span_bytes(span: ReadableSpan) -> int:
     return size + (len(description) if description else 0)
 
 
+#: Exporters inherited from the parent in a forked child: never used, never freed (see
+#: :meth:`_ExportPipeline.after_fork`).
+_INHERITED_EXPORTERS: list[SpanExporter] = []
 #: What a queued, already encoded span holds beyond its bytes: the entry tuple, the bytes object.
 ENTRY_OVERHEAD_BYTES = 128
 
@@ -250,8 +253,12 @@ class _ExportPipeline(SpanProcessor):
     def after_fork(self, exporter: SpanExporter | None) -> None:
         """In a forked child: forget the inherited queue and worker, start afresh with counts 0.
 
-        ``exporter`` is a new one, so the child never uses the parent's connections.
+        ``exporter`` is a new one, so the child never uses the parent's connections. The
+        parent's exporter is kept, unused, for the life of the child: freeing it would tear down
+        its gRPC channel in the child, which crashes a process without gRPC's fork support.
         """
+        if self._exporter is not None:
+            _INHERITED_EXPORTERS.append(self._exporter)
         self._fresh(exporter, self._settings)
 
     # -- the span processor -----------------------------------------------------------------------

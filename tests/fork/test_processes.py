@@ -25,3 +25,15 @@ def test_without_the_initializer_the_children_lose_their_spans(receiver: OtlpRec
     run_script("../fork/pool_app.py", receiver.http_endpoint, "none", env=clean_env())
     time.sleep(1.0)
     assert [s for s in receiver.spans() if s.name == "task"] == []
+
+
+def test_a_child_spawned_with_preexec_fn_survives_without_grpc_fork_support(
+    receiver: OtlpReceiver,
+) -> None:
+    # Between fork and exec the at-fork hook gives the child a fresh pipeline; the parent's
+    # exporter (its gRPC channel) must stay untouched there: freeing it crashed the child.
+    env = clean_env()
+    env["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+    report = run_script("../fork/spawn_app.py", f"http://{receiver.grpc_endpoint}", env=env)
+    assert report == {"flushed": True, "returncodes": [0] * 10, "children": ["child ran\n"]}
+    assert len(receiver.wait_for_spans(10)) == 10

@@ -76,8 +76,9 @@ def start_local_cluster(
     try:
         context: Any = ray.init(**kwargs)
     except Exception as exc:
-        # Ray gives its node a fixed 30 s to register; a busy machine can miss it. Once more.
-        if "timed out during startup" not in str(exc):
+        # Ray gives its node (and its GCS port file) a fixed 30 s; a busy machine can miss it
+        # ("... timed out during startup", "Timed out waiting for file ..."). Once more.
+        if "timed out" not in str(exc).lower():
             raise
         _logger.warning("the local Ray node missed Ray's start-up deadline; starting it again")
         ray.shutdown()
