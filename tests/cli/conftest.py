@@ -9,7 +9,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kilostar_otel import KiloStarSpanProcessor
 from kilostar_otel.viewer import OtlpReceiver
+from tests.otlp.conftest import wait_for_port
 from tests.rotel_agent import AGENT, agent_env
 
 
@@ -73,14 +73,8 @@ def rotel_to(receiver: OtlpReceiver) -> Iterator[str]:
         env=agent_env(),
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "rotel did not start"
-                time.sleep(0.05)
+        # A first start on a fresh machine can be slow; a process that exits says so at once.
+        wait_for_port(http_port, process, timeout=30)
         yield f"http://127.0.0.1:{http_port}/v1/traces"
     finally:
         process.terminate()
