@@ -213,9 +213,7 @@ class _ExportPipeline(SpanProcessor):
     def _use(self, exporter: SpanExporter | None, settings: Settings) -> None:
         self._settings = settings
         self._exporter = exporter
-        self._encoded = _encodes_as_spans_end(exporter) and not __import__("os").environ.get(
-            "XSPANMODE"
-        )
+        self._encoded = _encodes_as_spans_end(exporter)
         self._max_queue_size = settings.max_queue_size
         self._max_queue_bytes = settings.max_queue_bytes
         self._batch_size = settings.max_export_batch_size
