@@ -23,13 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._internals import (
-    attribute_items,
-    bounded_list_items,
-    finished_span_fields,
-    span_origin,
-    span_sampled,
-)
+from kilostar_otel._internals import attribute_items, span_origin, span_sampled, span_wire_fields
 from kilostar_otel._otlp import (
     EncodedSpans,
     UnsupportedSpanError,
@@ -123,18 +117,18 @@ def _attributes_bytes(attributes: Any) -> int:
 def span_bytes(span: ReadableSpan) -> int:
     """An estimate of the memory a queued span holds: its strings, plus a fixed overhead.
 
-    Runs in ``on_end`` for every sampled span, so it reads the finished span's fields directly
-    (the SDK's properties copy events and links).
+    Runs in ``on_end`` for every sampled span (exporters other than OTLP/gRPC), so it reads the
+    finished span's fields directly (the SDK's properties copy events and links).
     """
-    (_, _, name, _, _, _, status, attributes, events, links) = finished_span_fields(span)
+    (_, _, _, _, _, name, _, _, _, status, attributes, _, events, _, links, _) = span_wire_fields(
+        span
+    )
     size = SPAN_OVERHEAD_BYTES + len(name or "") + _attributes_bytes(attributes)
-    if events:
-        for event in bounded_list_items(events):
-            size += _ITEM_OVERHEAD_BYTES + len(event.name or "")
-            size += _attributes_bytes(event.attributes)
-    if links:
-        for link in bounded_list_items(links):
-            size += _ITEM_OVERHEAD_BYTES + _attributes_bytes(link.attributes)
+    for event in events:
+        size += _ITEM_OVERHEAD_BYTES + len(event.name or "")
+        size += _attributes_bytes(event.attributes)
+    for link in links:
+        size += _ITEM_OVERHEAD_BYTES + _attributes_bytes(link.attributes)
     description = status.description if status is not None else None
     return size + (len(description) if description else 0)
 
@@ -183,9 +177,7 @@ class _ExportPipeline(SpanProcessor):
     name is private for the tests that read processor class names.)
     """
 
-    def __init__(
-        self, exporter: SpanExporter | None, settings: Settings, exporter_kind: str = ""
-    ) -> None:
+    def __init__(self, exporter: SpanExporter | None, settings: Settings) -> None:
         self._fresh(exporter, settings)
 
     def _fresh(self, exporter: SpanExporter | None, settings: Settings) -> None:
@@ -204,11 +196,7 @@ class _ExportPipeline(SpanProcessor):
         self._closing = False
         self._worker: threading.Thread | None = None
         self._use(exporter, settings)
-        if exporter is not None:
-            self._worker = threading.Thread(
-                target=self._run, name="kilostar-otel export", daemon=True
-            )
-            self._worker.start()
+        self._start_worker()
 
     def _use(self, exporter: SpanExporter | None, settings: Settings) -> None:
         self._settings = settings
@@ -242,7 +230,11 @@ class _ExportPipeline(SpanProcessor):
                     self._deliver(old_exporter, old_encoded, batch)
         if old_exporter is not None:
             _shutdown_exporter(old_exporter, settings.export_timeout_millis)
-        if exporter is not None and self._worker is None:
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Start the worker thread once there is an exporter (and none runs yet)."""
+        if self._exporter is not None and self._worker is None:
             self._worker = threading.Thread(
                 target=self._run, name="kilostar-otel export", daemon=True
             )
@@ -293,9 +285,10 @@ class _ExportPipeline(SpanProcessor):
         span (text that cannot be encoded, too large) becomes a safe, marked copy; any other
         goes through the SDK's encoder (a value only the SDK handles its way)."""
         (safe,), changed = make_safe([span], [size], self._settings.max_span_bytes)
-        if changed:
-            with self._lock:
-                self.cut += 1
+        if not changed:  # the fast encoder refused this very span already
+            return encode_span_with_sdk(span)
+        with self._lock:
+            self.cut += 1
         try:
             return encode_span(safe)
         except UnsupportedSpanError:
