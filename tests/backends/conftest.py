@@ -14,17 +14,17 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.otlp.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ROOT / "tools" / "backends"
@@ -50,13 +50,6 @@ def backend_binary(name: str) -> Path:
             pytrace=False,
         )
     return path
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (127.0.0.1)."""
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ import os
 # gRPC's fork handlers and subprocesses started by tests do not mix; set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kilostar_otel import KiloStarSpanProcessor
 from kilostar_otel.viewer import OtlpReceiver
-from tests.otlp.conftest import wait_for_port
+from tests.otlp.conftest import free_port, wait_for_port
 from tests.rotel_agent import AGENT, agent_env
 
 
@@ -40,12 +39,6 @@ def otlp_provider(receiver: OtlpReceiver) -> Iterator[TracerProvider]:
     )
     yield provider
     provider.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

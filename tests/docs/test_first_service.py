@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from kilostar_otel.viewer import OtlpReceiver, ReceivedSpan
+from tests.otlp.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).with_name("uv")
@@ -86,12 +87,6 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
         return made[pip_line]
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
