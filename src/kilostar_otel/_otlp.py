@@ -177,22 +177,13 @@ def _items(tag: bytes, items: Iterable[tuple[str, object]]) -> bytes:
             cache = None
         field = cache.get((tag, key, value)) if cache is not None else None
         if field is None:
-            field = tag + _length_prefixed(_key_field(key) + _field(b"\x12", _any_value(value)))
+            field = _key_value(tag, key, value)
             if cache is not None and len(field) <= _CACHED_FIELD_BYTES:
                 if len(cache) >= _CACHE_SIZE:
                     cache.clear()
                 cache[(tag, key, value)] = field
         out.append(field)
     return b"".join(out)
-
-
-def _key_field(key: str) -> bytes:
-    return _string(b"\x0a", key) if key else b""
-
-
-def _length_prefixed(body: bytes) -> bytes:
-    size = len(body)
-    return (_ONE_BYTE[size] if size < 128 else _varint(size)) + body
 
 
 def _uint(tag: bytes, value: int) -> bytes:
