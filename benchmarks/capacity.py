@@ -170,22 +170,14 @@ class Pipeline:
 
 def build(arm: str, service: str, endpoint: str) -> Pipeline:
     """Build ``arm`` exporting to ``endpoint`` under ``service.name = service``."""
-    if arm == "kilostar":
+    if arm in ("kilostar", "no_export"):
         from kilostar_otel import configure
 
-        telemetry = configure(
-            service, endpoint=f"http://{endpoint}", protocol="grpc", set_global=False
+        telemetry = (
+            configure(service, endpoint=f"http://{endpoint}", protocol="grpc", set_global=False)
+            if arm == "kilostar"
+            else configure(service, exporter="none", set_global=False)
         )
-        return Pipeline(
-            telemetry.get_tracer("kilostar-bench"),
-            telemetry.force_flush,
-            telemetry.shutdown,
-            lambda: telemetry.dropped_spans,
-        )
-    if arm == "no_export":
-        from kilostar_otel import configure
-
-        telemetry = configure(service, exporter="none", set_global=False)
         return Pipeline(
             telemetry.get_tracer("kilostar-bench"),
             telemetry.force_flush,
