@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.capacity import proc_status, stop_child
+from benchmarks.capacity import proc_status, stop_child, write_results
 
 __all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "run_pass", "summary"]
 
@@ -616,11 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     arms = tuple(args.arms.split(",")) if args.arms else ARMS
     results = run(settings, arms=arms)
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    else:
-        print(text)
+    write_results(results, args.json)
     return 0
 
 

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.capacity import write_results
+
 __all__ = ["ARMS", "PAIRS", "Settings", "run"]
 
 ARMS = (
@@ -298,11 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         return 0
     results = run(Settings.quick() if args.quick else Settings())
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    else:
-        print(text)
+    write_results(results, args.json)
     brief = summary(results)
     for arm, seconds in brief["medians"].items():
         print(f"{arm:24} {seconds * 1e3:.2f} ms", file=sys.stderr)

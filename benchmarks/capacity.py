@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "proc_status", "run", "stop_child"]
+__all__ = ["Settings", "proc_status", "run", "stop_child", "write_results"]
 
 ARMS = ("sdk_default", "kilostar")
 #: The tight loop of ``memory_spans`` spans also runs with ``configure(exporter="none")``: the
@@ -256,6 +256,15 @@ def _finish(
 # -- memory, in a fresh process per arm -----------------------------------------------------------
 
 
+def write_results(results: object, path: Path | None) -> None:
+    """Write ``results`` as indented JSON to ``path``, or to standard output without one."""
+    text = json.dumps(results, indent=2)
+    if path is not None:
+        path.write_text(text + "\n")
+    else:
+        print(text)
+
+
 def stop_child(proc: subprocess.Popen[Any], timeout: float) -> None:
     """Stop a child that exits when its stdin closes; kill it (by pid) after ``timeout`` s."""
     with contextlib.suppress(Exception):
@@ -463,11 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         _memory_child(arm, endpoint, int(spans), service)
         return 0
     results = run(Settings.quick() if args.quick else Settings())
-    text = json.dumps(results, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-    else:
-        print(text)
+    write_results(results, args.json)
     return 0
 
 
