@@ -6,7 +6,10 @@ PYTHON ?= python3
 
 .PHONY: demo test lint docs bench setup clean backends jaeger w3c test-otel-floor test-matrix
 
-$(STAMP): pyproject.toml
+# The C extension is built by the editable install: its source is a prerequisite too.
+NATIVE_SOURCES := $(wildcard src/kilostar_otel/*.c)
+
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev]"
@@ -16,7 +19,7 @@ setup: $(STAMP)
 
 # The demo needs only the cli extra (a .venv made by `make setup` already has it).
 DEMO_STAMP := $(VENV)/.demo-stamp
-$(DEMO_STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml $(NATIVE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --upgrade uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[cli]"
@@ -71,7 +74,7 @@ RAY_LOCK := $(CURDIR)/.ray-matrix.lock
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
 pyenv_python = $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))))
 
-$(OTEL_FLOOR_STAMP): pyproject.toml constraints/otel-floor.txt $(STAMP)
+$(OTEL_FLOOR_STAMP): pyproject.toml $(NATIVE_SOURCES) constraints/otel-floor.txt $(STAMP)
 	rm -rf $(OTEL_FLOOR_VENV)
 	$(VENV)/bin/uv venv --quiet --python $(PY) $(OTEL_FLOOR_VENV)
 	$(VENV)/bin/uv pip install --quiet --python $(OTEL_FLOOR_VENV)/bin/python \
@@ -86,7 +89,7 @@ test-otel-floor: $(OTEL_FLOOR_STAMP)
 	$(OTEL_FLOOR_VENV)/bin/pytest -p no:cacheprovider --ignore=tests/ray
 	flock $(RAY_LOCK) $(OTEL_FLOOR_VENV)/bin/pytest -p no:cacheprovider tests/ray
 
-.venv-py%/.installed-stamp: pyproject.toml $(STAMP)
+.venv-py%/.installed-stamp: pyproject.toml $(NATIVE_SOURCES) $(STAMP)
 	@test -n "$(call pyenv_python,$*)" || { echo "no CPython $* under pyenv ($(PYENV_ROOT))"; exit 1; }
 	rm -rf .venv-py$*
 	$(VENV)/bin/uv venv --quiet --python $(call pyenv_python,$*) .venv-py$*

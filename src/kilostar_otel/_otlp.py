@@ -7,12 +7,14 @@ and produces the message the SDK's ``encode_spans`` produces (same fields, same 
 resource and scope). Anything it does not handle exactly the same way (a value the SDK would log
 and skip, an integer out of int64 range, an unencodable string) raises
 :class:`UnsupportedSpanError`, and the caller falls back to the SDK's encoder for that batch.
+The common span (no events, links, trace state or status; scalar attributes) is written by the C
+extension ``_otlp_native`` when it was built, to the same bytes; every other span here.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any, Final
 
@@ -69,6 +71,18 @@ _NAMES: dict[str, bytes] = {}
 _CACHED_FIELD_BYTES: Final = 512
 _CACHE_SIZE: Final = 4096
 _CACHED_STRING_LENGTH: Final = 256
+
+
+# The common span (no events, links, trace state or status; scalar attributes) encoded in C,
+# byte for byte as ``_span`` below encodes it; None where the extension was not built (the
+# package installs without a compiler). ``encode(fields)`` returns None for any other span.
+try:
+    from kilostar_otel import _otlp_native
+
+    _otlp_native.set_span_kinds(tuple(SpanKind))
+    _native_encode: Callable[[tuple[Any, ...]], bytes | None] | None = _otlp_native.encode
+except ImportError:  # pragma: no cover - built wherever a C compiler was found
+    _native_encode = None
 
 
 class UnsupportedSpanError(ValueError):
@@ -219,6 +233,15 @@ def encode_span_with_sdk(span: Any) -> bytes:
 
 
 def _span(span: Any) -> bytes:
+    fields = span_wire_fields(span)
+    if _native_encode is not None:
+        encoded: bytes | None = _native_encode(fields)
+        if encoded is not None:
+            return encoded
+    return _python_span(fields)
+
+
+def _python_span(fields: tuple[Any, ...]) -> bytes:
     (
         trace_id,
         span_id,
@@ -236,7 +259,7 @@ def _span(span: Any) -> bytes:
         dropped_events,
         links,
         dropped_links,
-    ) = span_wire_fields(span)
+    ) = fields
     parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _U64, b"\x12\x08", span_id)]
     if trace_state:
         parts.append(_trace_state(b"\x1a", trace_state))

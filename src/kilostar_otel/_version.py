@@ -1,4 +1,4 @@
-"""The package version (read by hatchling at build time)."""
+"""The package version (read by setuptools at build time)."""
 
 __all__ = ["__version__"]
 

@@ -19,7 +19,19 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("propagation", {"propagation"}),
     ("span processing", {"processor", "sampling"}),
     ("workflow", {"_calls", "workflow"}),
-    ("export", {"_settings", "_export", "_otlp", "configure", "distro", "processes", "_poison"}),
+    (
+        "export",
+        {
+            "_settings",
+            "_export",
+            "_otlp",
+            "_otlp_native",
+            "configure",
+            "distro",
+            "processes",
+            "_poison",
+        },
+    ),
     ("integrations and CLI", {"integrations", "viewer", "cli"}),
 ]
 # Modules that still spell names or the token pattern themselves; remove a file once routed

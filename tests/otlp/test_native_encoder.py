@@ -1,0 +1,184 @@
+"""The C encoder writes the Python encoder's bytes for the common span and declines every other.
+
+``kilostar_otel._otlp_native`` encodes a span without events, links, trace state or status whose
+attribute values are exactly str, bool, int or float; for anything else it returns None and the
+Python encoder (or, through it, the SDK's) takes the span. The suite always runs with the
+extension built: a missing build fails here instead of leaving the C path untested.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+from kilostar_otel import _otlp, _otlp_native  # not built: the module fails, nothing skips
+from kilostar_otel._internals import span_wire_fields
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+SCALARS = (
+    st.text(max_size=40)
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()  # NaN and infinities included: the double's bits are copied
+)
+COMMON = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=20),
+        "kind": st.sampled_from(list(SpanKind)),
+        "parent": st.sampled_from(["none", "local", "remote"]),
+        "attributes": st.dictionaries(st.text(max_size=10), SCALARS, max_size=8),
+        "limit": st.sampled_from([None, 0, 2]),
+        "start": st.integers(0, 2**63),
+        "duration": st.integers(0, 10**12),
+        "trace_id": st.integers(1, 2**128 - 1),
+    }
+)
+
+
+def _finished(
+    name: str = "s",
+    *,
+    attributes: dict[str, Any] | None = None,
+    limit: int | None = None,
+    parent: str = "none",
+    kind: SpanKind = SpanKind.INTERNAL,
+    start: int | None = 1_000,
+    end: int | None = 2_000,
+    trace_id: int | None = None,
+    shape: str = "common",
+) -> ReadableSpan:
+    """One finished span from the real SDK; ``shape`` adds what only Python encodes."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "native"}),
+        span_limits=SpanLimits(max_span_attributes=limit),
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    context = None
+    trace_state = TraceState([("k", "v")]) if shape == "trace_state" else None
+    if parent != "none" or trace_id is not None or trace_state is not None:
+        remote = SpanContext(
+            trace_id or 0x1234, 0x5678, parent == "remote", TraceFlags(1), trace_state
+        )
+        context = set_span_in_context(NonRecordingSpan(remote))
+    links = [Link(SpanContext(7, 8, False, TraceFlags(1)))] if shape == "link" else None
+    span = provider.get_tracer("t").start_span(
+        name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
+    )
+    if shape == "event":
+        span.add_event("e", {"n": 1}, 5)
+    if shape == "error":
+        span.set_status(Status(StatusCode.ERROR, "boom"))
+    span.end(end_time=end)
+    (finished,) = exporter.get_finished_spans()
+    provider.shutdown()
+    return finished
+
+
+def _sdk_bytes(span: ReadableSpan) -> bytes:
+    return bytes(encode_spans([span]).SerializeToString())
+
+
+def test_the_c_encoder_is_built_and_used() -> None:
+    assert _otlp._native_encode is _otlp_native.encode
+    span = _finished(attributes={"kilostar.request_id": "req-1", "n": 5})
+    assert _otlp_native.encode(span_wire_fields(span)) is not None
+
+
+@given(COMMON)
+def test_common_spans_are_encoded_in_c_to_the_python_and_sdk_bytes(drawn: dict[str, Any]) -> None:
+    span = _finished(
+        drawn["name"],
+        attributes=drawn["attributes"],
+        limit=drawn["limit"],
+        parent=drawn["parent"],
+        kind=drawn["kind"],
+        start=drawn["start"],
+        end=drawn["start"] + drawn["duration"],
+        trace_id=drawn["trace_id"] if drawn["parent"] != "none" else None,
+    )
+    fields = span_wire_fields(span)
+    encoded = _otlp_native.encode(fields)
+    assert encoded is not None
+    assert encoded == _otlp._python_span(fields)
+    assert _otlp.encode_trace_request([span]) == _sdk_bytes(span)
+
+
+def test_large_spans_grow_the_buffer_and_long_lengths_take_three_bytes() -> None:
+    attributes: dict[str, Any] = {f"key.{n}": "x" * (n * 37) for n in range(60)}
+    attributes["huge"] = "y" * 40_000  # a length over 16,383: a three-byte varint
+    span = _finished("big " * 100, attributes=attributes)
+    fields = span_wire_fields(span)
+    encoded = _otlp_native.encode(fields)
+    assert encoded is not None and len(encoded) > 100_000
+    assert encoded == _otlp._python_span(fields)
+    assert _otlp.encode_trace_request([span]) == _sdk_bytes(span)
+
+
+@pytest.mark.parametrize("shape", ["event", "link", "trace_state", "error"])
+def test_other_shapes_are_declined_and_still_encode_to_the_sdks_bytes(shape: str) -> None:
+    span = _finished(attributes={"a": 1}, shape=shape)
+    assert _otlp_native.encode(span_wire_fields(span)) is None
+    assert _otlp.encode_trace_request([span]) == _sdk_bytes(span)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["a", "b"], (1, 2), b"raw", Level.HIGH, 2**63, -(2**63) - 1, "\ud800", None, object()],
+    ids=["list", "tuple", "bytes", "int-enum", "int64+1", "int64-1", "surrogate", "none", "object"],
+)
+def test_values_other_than_exact_scalars_are_declined(value: object) -> None:
+    span = _finished(attributes={"ok": 1})
+    span._attributes._dict["v"] = value  # type: ignore[attr-defined]  # past the SDK's checks
+    assert _otlp_native.encode(span_wire_fields(span)) is None
+
+
+def test_a_name_that_is_not_utf8_encodable_is_declined() -> None:
+    span = _finished("bad \ud800 name")
+    assert _otlp_native.encode(span_wire_fields(span)) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        None,
+        (),
+        (None,) * 16,
+        ("x",) * 16,
+        (1, 2, None, None, False, "n", None, 1, 2, None, {}, 0, (), 0, (), 0),  # kind unknown
+        (-1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
+        (2**128, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
+        (1, 2**64, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
+        (1, 2, None, None, False, "n", SpanKind.SERVER, -5, 2, None, {}, 0, (), 0, (), 0),
+        (1, 2, None, None, 1, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
+        (1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {1: 2}, 0, (), 0, (), 0),
+        (1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, [], 0, (), 0, (), 0),
+        (1, 2, None, None, False, "n", SpanKind.SERVER, 1.5, 2, None, {}, 0, (), 0, (), 0),
+    ],
+)
+def test_malformed_fields_are_declined_without_raising(fields: Any) -> None:
+    assert _otlp_native.encode(fields) is None
