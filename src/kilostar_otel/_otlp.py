@@ -7,7 +7,7 @@ and produces the message the SDK's ``encode_spans`` produces (same fields, same 
 resource and scope). Anything it does not handle exactly the same way (a value the SDK would log
 and skip, an integer out of int64 range, an unencodable string) raises
 :class:`UnsupportedSpanError`, and the caller falls back to the SDK's encoder for that batch.
-The common span (no events, links, trace state or status; scalar attributes) is written by the C
+The common span (no trace state or status; scalar attribute values) is written by the C
 extension ``_otlp_native`` when it was built, to the same bytes; every other span here.
 """
 
@@ -73,13 +73,13 @@ _CACHE_SIZE: Final = 4096
 _CACHED_STRING_LENGTH: Final = 256
 
 
-# The common span (no events, links, trace state or status; scalar attributes) encoded in C,
+# The common span (no trace state or status; scalar attributes) encoded in C,
 # byte for byte as ``_span`` below encodes it; None where the extension was not built (the
 # package installs without a compiler). ``encode(fields)`` returns None for any other span.
 try:
     from kilostar_otel import _otlp_native
 
-    _otlp_native.set_span_kinds(tuple(SpanKind))
+    _otlp_native.setup(tuple(SpanKind), attribute_items)
     _native_encode: Callable[[tuple[Any, ...]], bytes | None] | None = _otlp_native.encode
 except ImportError:  # pragma: no cover - built wherever a C compiler was found
     _native_encode = None

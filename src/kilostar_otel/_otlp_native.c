@@ -1,9 +1,11 @@
 /* The common span, encoded in C: what _otlp._span writes, byte for byte, without the interpreter.
  *
  * encode(fields) takes the tuple _internals.span_wire_fields returns and gives the span's
- * ScopeSpans.spans field, or None for any span it does not handle (a trace state, events, links,
- * a status, an attribute value that is not exactly str, bool, int or float, an int outside int64,
- * text that is not UTF-8 encodable, ids out of range): the Python encoder then handles that span.
+ * ScopeSpans.spans field, or None for any span it does not handle (a trace state, a status, an
+ * attribute value that is not exactly str, bool, int or float, an int outside int64, text that is
+ * not UTF-8 encodable, ids out of range, anything shaped unlike the SDK's events and links): the
+ * Python encoder then handles that span. Events and links are read through their public
+ * properties, their attributes through _internals.attribute_items.
  * tests/otlp compare both encoders and the SDK's on spans of every shape.
  *
  * Copyright kilostar-otel contributors. Licensed under the Apache License, Version 2.0.
@@ -13,7 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* SpanKind members, INTERNAL..CONSUMER (protobuf values 1..5), set once by set_span_kinds(). */
+/* SpanKind members, INTERNAL..CONSUMER (protobuf values 1..5), set once by setup(). */
 static PyObject *span_kinds[5];
 static PyObject *sixty_four;
 
@@ -222,6 +224,212 @@ id64(PyObject *number, int *handled)
     return value;
 }
 
+/* A trace id (field 1) and a span id (field 2), big-endian, as in a Span and a Link. */
+static int
+put_ids(Buffer *buffer, PyObject *trace_id, PyObject *span_id)
+{
+    int handled;
+    if (!PyLong_CheckExact(trace_id)) {
+        return NOT_HANDLED;
+    }
+    uint64_t low = PyLong_AsUnsignedLongLongMask(trace_id);
+    PyObject *high_object = PyNumber_Rshift(trace_id, sixty_four);
+    if (high_object == NULL) {
+        return -1;
+    }
+    uint64_t high = id64(high_object, &handled);
+    Py_DECREF(high_object);
+    if (!handled) {
+        return NOT_HANDLED;
+    }
+    uint64_t span = id64(span_id, &handled);
+    if (!handled) {
+        return NOT_HANDLED;
+    }
+    if (put_byte(buffer, 0x0a) < 0 || put_byte(buffer, 0x10) < 0
+        || put_big_endian64(buffer, high) < 0 || put_big_endian64(buffer, low) < 0
+        || put_byte(buffer, 0x12) < 0 || put_byte(buffer, 0x08) < 0
+        || put_big_endian64(buffer, span) < 0) {
+        return -1;
+    }
+    return DONE;
+}
+
+/* A count or a time as a varint field, written when not zero (Python's _uint). */
+static int
+put_count(Buffer *buffer, unsigned char tag, PyObject *count)
+{
+    int handled;
+    uint64_t value = id64(count, &handled);
+    if (!handled) {
+        return NOT_HANDLED;
+    }
+    if (value && (put_byte(buffer, tag) < 0 || put_varint(buffer, value) < 0)) {
+        return -1;
+    }
+    return DONE;
+}
+
+/* Every attribute of a mapping as KeyValue fields: a dict read in place, any other mapping
+ * through _internals.attribute_items (set by setup()). None or empty: nothing. */
+static PyObject *attribute_items;
+
+static int
+put_attributes(Buffer *buffer, unsigned char tag, PyObject *attributes)
+{
+    int written;
+    if (attributes == Py_None) {
+        return DONE;
+    }
+    if (PyDict_CheckExact(attributes)) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(attributes, &position, &key, &value)) {
+            written = put_attribute(buffer, tag, key, value);
+            if (written != DONE) {
+                return written;
+            }
+        }
+        return DONE;
+    }
+    if (attribute_items == NULL) {
+        return NOT_HANDLED;
+    }
+    PyObject *items = PyObject_CallOneArg(attribute_items, attributes);
+    if (items == NULL) {
+        PyErr_Clear();
+        return NOT_HANDLED;
+    }
+    PyObject *iterator = PyObject_GetIter(items);
+    Py_DECREF(items);
+    if (iterator == NULL) {
+        PyErr_Clear();
+        return NOT_HANDLED;
+    }
+    written = DONE;
+    PyObject *item;
+    while (written == DONE && (item = PyIter_Next(iterator)) != NULL) {
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+            written = put_attribute(buffer, tag, PyTuple_GET_ITEM(item, 0),
+                                    PyTuple_GET_ITEM(item, 1));
+        }
+        else {
+            written = NOT_HANDLED;
+        }
+        Py_DECREF(item);
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* a mapping changed while read: the Python encoder decides */
+        return NOT_HANDLED;
+    }
+    return written;
+}
+
+/* Reads a public attribute into *value (a new reference); 0 if it could not be read. */
+static int
+get_public(PyObject *object, const char *name, PyObject **value)
+{
+    *value = PyObject_GetAttrString(object, name);
+    if (*value == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* One Span.Event (field 11): time, name, attributes, dropped count. */
+static int
+put_event(Buffer *buffer, PyObject *event)
+{
+    PyObject *timestamp = NULL, *name = NULL, *attributes = NULL, *dropped = NULL;
+    int written = NOT_HANDLED;
+    if (!get_public(event, "timestamp", &timestamp) || !get_public(event, "name", &name)
+        || !get_public(event, "attributes", &attributes) || !get_public(event, "dropped_attributes", &dropped)
+        || !PyUnicode_CheckExact(name)) {
+        goto done;
+    }
+    Py_ssize_t body = buffer->size;
+    if (timestamp != Py_None) {
+        int handled;
+        uint64_t when = id64(timestamp, &handled);
+        if (!handled) {
+            goto done;
+        }
+        if (when && (put_byte(buffer, 0x09) < 0 || put_fixed(buffer, when, 8) < 0)) {
+            written = -1;
+            goto done;
+        }
+    }
+    if (PyUnicode_GET_LENGTH(name) > 0 && (written = put_string(buffer, 0x12, name)) != DONE) {
+        goto done;
+    }
+    if ((written = put_attributes(buffer, 0x1a, attributes)) != DONE
+        || (written = put_count(buffer, 0x20, dropped)) != DONE) {
+        goto done;
+    }
+    written = wrap(buffer, body, 0x5a) < 0 ? -1 : DONE;
+done:
+    Py_XDECREF(timestamp);
+    Py_XDECREF(name);
+    Py_XDECREF(attributes);
+    Py_XDECREF(dropped);
+    return written;
+}
+
+/* One Span.Link (field 13): ids, attributes, dropped count, flags. */
+static int
+put_link(Buffer *buffer, PyObject *link)
+{
+    PyObject *context = NULL, *trace_id = NULL, *span_id = NULL, *is_remote = NULL;
+    PyObject *attributes = NULL, *dropped = NULL;
+    int written = NOT_HANDLED;
+    if (!get_public(link, "context", &context) || !get_public(context, "trace_id", &trace_id)
+        || !get_public(context, "span_id", &span_id) || !get_public(context, "is_remote", &is_remote)
+        || !get_public(link, "attributes", &attributes) || !get_public(link, "dropped_attributes", &dropped)
+        || !PyBool_Check(is_remote)) {
+        goto done;
+    }
+    Py_ssize_t body = buffer->size;
+    if ((written = put_ids(buffer, trace_id, span_id)) != DONE
+        || (written = put_attributes(buffer, 0x22, attributes)) != DONE
+        || (written = put_count(buffer, 0x28, dropped)) != DONE) {
+        goto done;
+    }
+    if (put_byte(buffer, 0x35) < 0 || put_fixed(buffer, is_remote == Py_True ? 0x300 : 0x100, 4) < 0
+        || wrap(buffer, body, 0x6a) < 0) {
+        written = -1;
+        goto done;
+    }
+    written = DONE;
+done:
+    Py_XDECREF(context);
+    Py_XDECREF(trace_id);
+    Py_XDECREF(span_id);
+    Py_XDECREF(is_remote);
+    Py_XDECREF(attributes);
+    Py_XDECREF(dropped);
+    return written;
+}
+
+/* Each item of a sequence (events, links) through put. */
+static int
+put_each(Buffer *buffer, PyObject *sequence, int (*put_one)(Buffer *, PyObject *))
+{
+    PyObject *items = PySequence_Fast(sequence, "events and links are sequences");
+    if (items == NULL) {
+        PyErr_Clear();
+        return NOT_HANDLED;
+    }
+    int written = DONE;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t n = 0; n < count && written == DONE; n++) {
+        written = put_one(buffer, PySequence_Fast_GET_ITEM(items, n));
+    }
+    Py_DECREF(items);
+    return written;
+}
+
 static int
 put_span(Buffer *buffer, PyObject *fields)
 {
@@ -245,31 +453,19 @@ put_span(Buffer *buffer, PyObject *fields)
     PyObject *links = PyTuple_GET_ITEM(fields, 14);
     PyObject *dropped_links = PyTuple_GET_ITEM(fields, 15);
 
-    /* Only the common shape; the rest is the Python encoder's. */
-    if (status != Py_None || PyObject_IsTrue(trace_state) != 0 || PyObject_Length(events) != 0
-        || PyObject_Length(links) != 0 || !PyBool_Check(parent_is_remote)
-        || !PyUnicode_CheckExact(name) || !PyDict_CheckExact(attributes)) {
-        PyErr_Clear();
+    /* A trace state and a status are the Python encoder's. */
+    if (status != Py_None || !PyBool_Check(parent_is_remote) || !PyUnicode_CheckExact(name)
+        || !PyDict_CheckExact(attributes)) {
         return NOT_HANDLED;
+    }
+    if (trace_state != Py_None) {
+        int has_state = PyObject_IsTrue(trace_state);
+        if (has_state != 0) {
+            PyErr_Clear();
+            return NOT_HANDLED;
+        }
     }
     int handled;
-    if (!PyLong_CheckExact(trace_id)) {
-        return NOT_HANDLED;
-    }
-    uint64_t trace_low = PyLong_AsUnsignedLongLongMask(trace_id);
-    PyObject *high = PyNumber_Rshift(trace_id, sixty_four);
-    if (high == NULL) {
-        return -1;
-    }
-    uint64_t trace_high = id64(high, &handled);
-    Py_DECREF(high);
-    if (!handled) {
-        return NOT_HANDLED;
-    }
-    uint64_t span = id64(span_id, &handled);
-    if (!handled) {
-        return NOT_HANDLED;
-    }
     uint64_t parent = 0;
     if (parent_id != Py_None) {
         parent = id64(parent_id, &handled);
@@ -297,21 +493,11 @@ put_span(Buffer *buffer, PyObject *fields)
             return NOT_HANDLED;
         }
     }
-    PyObject *counts[3] = {dropped_attributes, dropped_events, dropped_links};
-    uint64_t dropped[3];
-    for (int n = 0; n < 3; n++) {
-        dropped[n] = id64(counts[n], &handled);
-        if (!handled) {
-            return NOT_HANDLED;
-        }
-    }
 
     Py_ssize_t body = buffer->size;
-    if (put_byte(buffer, 0x0a) < 0 || put_byte(buffer, 0x10) < 0
-        || put_big_endian64(buffer, trace_high) < 0 || put_big_endian64(buffer, trace_low) < 0
-        || put_byte(buffer, 0x12) < 0 || put_byte(buffer, 0x08) < 0
-        || put_big_endian64(buffer, span) < 0) {
-        return -1;
+    int written = put_ids(buffer, trace_id, span_id);
+    if (written != DONE) {
+        return written;
     }
     if (parent_id != Py_None) {
         if (put_byte(buffer, 0x22) < 0 || put_byte(buffer, 0x08) < 0
@@ -319,11 +505,8 @@ put_span(Buffer *buffer, PyObject *fields)
             return -1;
         }
     }
-    if (PyUnicode_GET_LENGTH(name) > 0) {
-        int written = put_string(buffer, 0x2a, name);
-        if (written != DONE) {
-            return written;
-        }
+    if (PyUnicode_GET_LENGTH(name) > 0 && (written = put_string(buffer, 0x2a, name)) != DONE) {
+        return written;
     }
     if (put_byte(buffer, 0x30) < 0 || put_byte(buffer, (unsigned char)kind_value) < 0) {
         return -1;
@@ -334,19 +517,14 @@ put_span(Buffer *buffer, PyObject *fields)
     if (times[1] && (put_byte(buffer, 0x41) < 0 || put_fixed(buffer, times[1], 8) < 0)) {
         return -1;
     }
-    Py_ssize_t position = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(attributes, &position, &key, &value)) {
-        int written = put_attribute(buffer, 0x4a, key, value);
-        if (written != DONE) {
-            return written;
-        }
-    }
-    static const unsigned char count_tags[3] = {0x50, 0x60, 0x70};
-    for (int n = 0; n < 3; n++) {
-        if (dropped[n] && (put_byte(buffer, count_tags[n]) < 0 || put_varint(buffer, dropped[n]) < 0)) {
-            return -1;
-        }
+    /* Attributes (9), dropped (10), events (11), dropped (12), links (13), dropped (14). */
+    if ((written = put_attributes(buffer, 0x4a, attributes)) != DONE
+        || (written = put_count(buffer, 0x50, dropped_attributes)) != DONE
+        || (written = put_each(buffer, events, put_event)) != DONE
+        || (written = put_count(buffer, 0x60, dropped_events)) != DONE
+        || (written = put_each(buffer, links, put_link)) != DONE
+        || (written = put_count(buffer, 0x70, dropped_links)) != DONE) {
+        return written;
     }
     static const unsigned char empty_status[2] = {0x7a, 0x00};
     if (put(buffer, empty_status, 2) < 0 || put_byte(buffer, 0x85) < 0 || put_byte(buffer, 0x01) < 0
@@ -381,10 +559,15 @@ encode(PyObject *Py_UNUSED(module), PyObject *fields)
 }
 
 static PyObject *
-set_span_kinds(PyObject *Py_UNUSED(module), PyObject *kinds)
+setup(PyObject *Py_UNUSED(module), PyObject *arguments)
 {
-    if (!PyTuple_Check(kinds) || PyTuple_GET_SIZE(kinds) != 5) {
-        PyErr_SetString(PyExc_TypeError, "set_span_kinds() takes a tuple of the 5 SpanKind members");
+    PyObject *kinds, *items;
+    if (!PyArg_ParseTuple(arguments, "O!O:setup", &PyTuple_Type, &kinds, &items)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(kinds) != 5 || !PyCallable_Check(items)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "setup() takes the 5 SpanKind members and attribute_items");
         return NULL;
     }
     for (int n = 0; n < 5; n++) {
@@ -392,6 +575,8 @@ set_span_kinds(PyObject *Py_UNUSED(module), PyObject *kinds)
         Py_INCREF(kind);
         Py_XSETREF(span_kinds[n], kind);
     }
+    Py_INCREF(items);
+    Py_XSETREF(attribute_items, items);
     Py_RETURN_NONE;
 }
 
@@ -399,8 +584,9 @@ static PyMethodDef methods[] = {
     {"encode", encode, METH_O,
      "encode(fields) -> bytes | None\n\nThe span_wire_fields() tuple of a common span as its "
      "ScopeSpans.spans field; None for a span only the Python encoder handles."},
-    {"set_span_kinds", set_span_kinds, METH_O,
-     "set_span_kinds(kinds)\n\nThe SpanKind members INTERNAL..CONSUMER, compared by identity."},
+    {"setup", setup, METH_VARARGS,
+     "setup(kinds, attribute_items)\n\nThe SpanKind members INTERNAL..CONSUMER (compared by "
+     "identity), and how to read a mapping of attributes that is not a dict."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -425,7 +611,7 @@ PyInit__otlp_native(void)
     if (module == NULL) {
         return NULL;
     }
-    PyObject *names = Py_BuildValue("(ss)", "encode", "set_span_kinds");
+    PyObject *names = Py_BuildValue("(ss)", "encode", "setup");
     if (names == NULL || PyModule_AddObject(module, "__all__", names) < 0) {
         Py_XDECREF(names);
         Py_DECREF(module);

@@ -1,7 +1,8 @@
 """The C encoder writes the Python encoder's bytes for the common span and declines every other.
 
-``kilostar_otel._otlp_native`` encodes a span without events, links, trace state or status whose
-attribute values are exactly str, bool, int or float; for anything else it returns None and the
+``kilostar_otel._otlp_native`` encodes a span without trace state or status whose attribute values
+(its own, its events' and its links') are exactly str, bool, int or float; for anything else it
+returns None and the
 Python encoder (or, through it, the SDK's) takes the span. The suite always runs with the
 extension built: a missing build fails here instead of leaving the C path untested.
 """
@@ -9,6 +10,7 @@ extension built: a missing build fails here instead of leaving the C path untest
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -45,12 +47,22 @@ SCALARS = (
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats()  # NaN and infinities included: the double's bits are copied
 )
+ATTRIBUTES = st.dictionaries(st.text(max_size=10), SCALARS, max_size=4)
 COMMON = st.fixed_dictionaries(
     {
         "name": st.text(max_size=20),
         "kind": st.sampled_from(list(SpanKind)),
         "parent": st.sampled_from(["none", "local", "remote"]),
         "attributes": st.dictionaries(st.text(max_size=10), SCALARS, max_size=8),
+        "events": st.lists(
+            st.tuples(st.text(max_size=8), ATTRIBUTES, st.integers(0, 2**63)), max_size=3
+        ),
+        "links": st.lists(
+            st.tuples(
+                st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1), st.booleans(), ATTRIBUTES
+            ),
+            max_size=3,
+        ),
         "limit": st.sampled_from([None, 0, 2]),
         "start": st.integers(0, 2**63),
         "duration": st.integers(0, 10**12),
@@ -69,13 +81,21 @@ def _finished(
     start: int | None = 1_000,
     end: int | None = 2_000,
     trace_id: int | None = None,
+    events: Sequence[tuple[str, dict[str, Any], int]] = (),
+    links: Sequence[tuple[int, int, bool, dict[str, Any]]] = (),
     shape: str = "common",
 ) -> ReadableSpan:
     """One finished span from the real SDK; ``shape`` adds what only Python encodes."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(
         resource=Resource.create({"service.name": "native"}),
-        span_limits=SpanLimits(max_span_attributes=limit),
+        span_limits=SpanLimits(
+            max_span_attributes=limit,
+            max_events=limit,
+            max_links=limit,
+            max_event_attributes=limit,
+            max_link_attributes=limit,
+        ),
     )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     context = None
@@ -85,12 +105,15 @@ def _finished(
             trace_id or 0x1234, 0x5678, parent == "remote", TraceFlags(1), trace_state
         )
         context = set_span_in_context(NonRecordingSpan(remote))
-    links = [Link(SpanContext(7, 8, False, TraceFlags(1)))] if shape == "link" else None
+    drawn_links = [
+        Link(SpanContext(t, s, remote, TraceFlags(1)), link_attributes)
+        for t, s, remote, link_attributes in links
+    ]
     span = provider.get_tracer("t").start_span(
-        name, context=context, kind=kind, attributes=attributes, links=links, start_time=start
+        name, context=context, kind=kind, attributes=attributes, links=drawn_links, start_time=start
     )
-    if shape == "event":
-        span.add_event("e", {"n": 1}, 5)
+    for event_name, event_attributes, timestamp in events:
+        span.add_event(event_name, event_attributes, timestamp)
     if shape == "error":
         span.set_status(Status(StatusCode.ERROR, "boom"))
     span.end(end_time=end)
@@ -120,6 +143,8 @@ def test_common_spans_are_encoded_in_c_to_the_python_and_sdk_bytes(drawn: dict[s
         start=drawn["start"],
         end=drawn["start"] + drawn["duration"],
         trace_id=drawn["trace_id"] if drawn["parent"] != "none" else None,
+        events=drawn["events"],
+        links=drawn["links"],
     )
     fields = span_wire_fields(span)
     encoded = _otlp_native.encode(fields)
@@ -139,7 +164,31 @@ def test_large_spans_grow_the_buffer_and_long_lengths_take_three_bytes() -> None
     assert _otlp.encode_trace_request([span]) == _sdk_bytes(span)
 
 
-@pytest.mark.parametrize("shape", ["event", "link", "trace_state", "error"])
+def test_what_workflow_adds_is_encoded_in_c_a_link_and_an_event_with_attributes() -> None:
+    span = _finished(
+        attributes={"kilostar.request_id": "req-1"},
+        events=[("kilostar.workflow.started", {"kilostar.trace_id": "ab" * 16}, 5)],
+        links=[(0xAB, 0xCD, True, {"kilostar.link": "started_by"}), (1, 2, False, {})],
+    )
+    fields = span_wire_fields(span)
+    encoded = _otlp_native.encode(fields)
+    assert encoded is not None
+    assert encoded == _otlp._python_span(fields)
+    assert _otlp.encode_trace_request([span]) == _sdk_bytes(span)
+
+
+@pytest.mark.parametrize("where", ["event", "link"])
+def test_a_value_c_does_not_handle_in_an_event_or_link_declines_the_span(where: str) -> None:
+    bad: dict[str, Any] = {"list": ["a", "b"]}
+    span = _finished(
+        events=[("e", bad, 5)] if where == "event" else [],
+        links=[(1, 2, False, bad)] if where == "link" else [],
+    )
+    assert _otlp_native.encode(span_wire_fields(span)) is None
+    assert _otlp.encode_trace_request([span]) == _sdk_bytes(span)
+
+
+@pytest.mark.parametrize("shape", ["trace_state", "error"])
 def test_other_shapes_are_declined_and_still_encode_to_the_sdks_bytes(shape: str) -> None:
     span = _finished(attributes={"a": 1}, shape=shape)
     assert _otlp_native.encode(span_wire_fields(span)) is None
