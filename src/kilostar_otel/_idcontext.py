@@ -183,11 +183,12 @@ def context_with_request_id(ctx: Context, request_id: str, seed_record: Any = No
     """
     bag = ctx.get(BAGGAGE_KEY)
     if request_id:
-        new_bag = (
-            {**bag, REQUEST_ID_BAGGAGE: request_id}
-            if bag and type(bag) is dict
-            else {REQUEST_ID_BAGGAGE: request_id}
-        )
+        if not bag or type(bag) is not dict:
+            new_bag = {REQUEST_ID_BAGGAGE: request_id}
+        elif bag.get(REQUEST_ID_BAGGAGE) == request_id:
+            new_bag = bag  # already there (extracted from the same request): dicts are shared
+        else:
+            new_bag = {**bag, REQUEST_ID_BAGGAGE: request_id}
     else:
         new_bag = dict(bag) if bag and type(bag) is dict else {}
         new_bag.pop(REQUEST_ID_BAGGAGE, None)

@@ -99,6 +99,9 @@ class KiloStarPropagator(TextMapPropagator):
     # -- extract ------------------------------------------------------------------------------
 
     def _header_id(self, carrier: Any, getter: Getter[Any]) -> str | None:
+        if _reads_asgi_scope(getter):
+            value = one_value(_asgi_lines(carrier, self._header, getter))
+            return value if value and self._valid(value) else None
         values = None
         for name in self._header_variants:
             values = getter.get(carrier, name)
@@ -113,7 +116,10 @@ class KiloStarPropagator(TextMapPropagator):
         return value if value and self._valid(value) else None
 
     def _baggage_id(self, carrier: Any, getter: Getter[Any]) -> str | None:
-        values = getter.get(carrier, BAGGAGE_HEADER)
+        if _reads_asgi_scope(getter):
+            values: Any = _asgi_lines(carrier, BAGGAGE_HEADER, getter)
+        else:
+            values = getter.get(carrier, BAGGAGE_HEADER)
         if values is None:
             return None
         value = _w3c.baggage_value(",".join(header_lines(values)), REQUEST_ID_BAGGAGE)
@@ -221,8 +227,65 @@ def _baggage_header(bag: object) -> str:
     return header
 
 
+def _reads_asgi_scope(getter: object) -> bool:
+    """Whether ``getter`` is OpenTelemetry's ``ASGIGetter`` itself (not a subclass, which may
+    read headers its own way): its ``get`` matches names in any case, and :func:`_asgi_lines`
+    returns what it returns."""
+    kind = type(getter)
+    known = _ASGI_GETTER_TYPES.get(kind)
+    if known is None:
+        known = _ASGI_GETTER_TYPES[kind] = (
+            kind.__qualname__ == "ASGIGetter"
+            and kind.__module__ == "opentelemetry.instrumentation.asgi"
+        )
+    return known
+
+
+_ASGI_GETTER_TYPES: dict[type, bool] = {}
+
+
+def _asgi_lines(carrier: Any, name: str, getter: Getter[Any]) -> list[str] | None:
+    """``getter.get(carrier, name)`` for OpenTelemetry's ``ASGIGetter`` and a lower-case
+    ``name``, without decoding every header name: an ASCII name is compared as bytes (what
+    decoding and lower-casing it gives).
+
+    The same values in the same order, decoded the same way (tested against
+    opentelemetry-instrumentation-asgi 0.61b0 and 0.66b2); a scope it cannot read goes to the
+    getter itself, so malformed input ends exactly as it would there.
+    """
+    try:
+        headers = carrier.get("headers")
+        if not headers:
+            return None
+        wanted = name.encode("ascii")
+        found: list[str] | None = None
+        for key, value in headers:
+            if type(key) is bytes and key.isascii():
+                if key.lower() != wanted:
+                    continue
+            elif _decode_asgi(key).lower() != name:
+                continue
+            if found is None:
+                found = []
+            found.append(_decode_asgi(value))
+        return found
+    except Exception:
+        return getter.get(carrier, name)
+
+
+def _decode_asgi(item: Any) -> str:
+    """An ASGI header name or value as OpenTelemetry's ASGI instrumentation decodes it."""
+    try:
+        return item.decode("utf-8")  # type: ignore[no-any-return]
+    except ValueError:
+        return item.decode("unicode_escape")  # type: ignore[no-any-return]
+
+
 def _get_any_case(carrier: Any, getter: Getter[Any], name: str) -> list[str] | None:
     """All lines of header ``name`` (lower-case), however the carrier spells it; None if absent."""
+    if _reads_asgi_scope(getter):
+        lines = _asgi_lines(carrier, name, getter)  # matched in any case already
+        return header_lines(lines) if lines is not None else None
     values = getter.get(carrier, name)
     if values is not None:
         return header_lines(values)
