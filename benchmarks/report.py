@@ -662,6 +662,12 @@ NOTES = [
     "bytes (tested against the SDK's encoder); a span it does not handle exactly like the SDK "
     "goes through the SDK's encoder. OTLP/HTTP and other exporters queue the spans and use "
     "their own encoders.",
+    "- The writer is a small C extension for any span without a trace state or a status whose "
+    "attribute values (its own, its events' and its links') are strings, booleans, integers or "
+    "floats: nearly every span. It writes the span without the interpreter, so encoding no "
+    "longer competes with the application for the GIL. Every other span, and every span where "
+    "the package was installed without a C compiler, is written by the same encoder in Python, "
+    "to the same bytes (tested on drawn spans: C, Python and the SDK's encoder agree).",
     "- The queue holds 8,192 spans and a batch 1,024 (the SDK's defaults: 2,048 and 512): "
     "larger batches halve the cost per export request (in the application and in the "
     "collector), and the room absorbs the gaps while a batch is on the wire; the schedule "
