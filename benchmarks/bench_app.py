@@ -49,7 +49,7 @@ from typing import Any
 
 from benchmarks.capacity import proc_status, stop_child, write_results
 
-__all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "run_pass", "summary"]
+__all__ = ["ARMS", "LABELS", "METRICS", "Settings", "run", "run_pass", "spread", "summary"]
 
 ARMS = ("otel", "kilostar", "logfire", "correlation")
 LABELS = {
@@ -535,7 +535,7 @@ def run(settings: Settings, quiet: bool = False, arms: tuple[str, ...] = ARMS) -
 METRICS = ("thread_cpu_s", "cpu_s", "wall_s")
 
 
-def _spread(values: list[float]) -> tuple[float, float] | None:
+def spread(values: list[float]) -> tuple[float, float] | None:
     """The quartiles of ``values`` (four or more), else their range; None when empty."""
     if not values:
         return None
@@ -568,7 +568,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         for metric in METRICS:
             values = [r[metric] / requests for r in good]
             entry[metric] = statistics.median(values) if values else None
-            entry[metric + "_spread"] = _spread(values)
+            entry[metric + "_spread"] = spread(values)
         arms[arm] = entry
     ratios: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
@@ -587,7 +587,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
             ]
             ratios[arm][metric] = {
                 "ratio": statistics.median(pairs) if pairs else None,
-                "spread": _spread(pairs),
+                "spread": spread(pairs),
                 "passes": len(pairs),
             }
     return {"arms": arms, "ratios": ratios}

@@ -11,8 +11,10 @@ spans per ``service.name``):
 Measured, alternating the arms at each step: the highest paced span rate (rates raised by 25% a
 step until spans are lost, then two bisection steps between the last lossless rate and the
 first lossy one) at which every span arrives; the delivered fraction of a tight loop of 100,000
-spans; and, in a fresh process per arm, resident memory growth (peak and after) over 1,000,000
-spans in a tight loop. ``python -m benchmarks.capacity --json out.json`` runs it alone.
+spans; and the long loop: 1,000,000 spans per arm in a tight loop (with export disabled too),
+each arm in its own process, the processes taking turns in segments of 100,000 spans, with
+their rates and resident memory growth (peak and after). ``python -m benchmarks.capacity --json
+out.json`` runs it alone.
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ class Settings:
     tight_spans: int = 100_000
     memory_spans: int = 1_000_000
     refine: int = 2
-    #: Passes of the long loop with export disabled and with ``configure()``, in alternating
-    #: order; the rate ratio is the median of the passes' ratios (the SDK default runs once).
-    long_passes: int = 3
+    #: The long loop runs in this many segments per arm, the arms' processes taking turns (in
+    #: alternating order); the rate ratio is the median of the segments' ratios.
+    long_segments: int = 10
 
     @classmethod
     def quick(cls) -> Settings:
@@ -67,7 +69,7 @@ class Settings:
             tight_spans=2_000,
             memory_spans=5_000,
             refine=1,
-            long_passes=1,
+            long_segments=2,
         )
 
 
@@ -292,8 +294,10 @@ def proc_status(field: str) -> int:
     return 0
 
 
-def _memory_child(arm: str, endpoint: str, spans: int, service: str) -> None:
-    """Child process: RSS growth over ``spans`` spans in a tight loop; prints one JSON line."""
+def _long_child(arm: str, endpoint: str, service: str) -> None:
+    """Child process: one arm of the long loop. Reads ``run N`` (answers the seconds N spans in
+    a tight loop took) until ``finish`` (flushes, answers the resident memory and drop figures,
+    stops); one JSON line per answer."""
     pipeline = build(arm, service, endpoint)
     _tight(pipeline, WARMUP_SPANS)  # warm up: imports, channel, first batches
     pipeline.flush()
@@ -303,7 +307,13 @@ def _memory_child(arm: str, endpoint: str, spans: int, service: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
         reset = True
     before = proc_status("VmRSS")
-    seconds = _tight(pipeline, spans)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command, _, count = line.strip().partition(" ")
+        if command == "run":
+            print(json.dumps({"seconds": _tight(pipeline, int(count))}), flush=True)
+            continue
+        break
     pipeline.flush()
     peak = proc_status("VmHWM")
     after = proc_status("VmRSS")
@@ -312,10 +322,6 @@ def _memory_child(arm: str, endpoint: str, spans: int, service: str) -> None:
     print(
         json.dumps(
             {
-                "arm": arm,
-                "spans": spans,
-                "seconds": seconds,
-                "rate": spans / seconds,
                 "rss_before": before,
                 "peak_growth": max(0, peak - before) if reset else None,
                 "rss_growth": after - before,
@@ -326,31 +332,75 @@ def _memory_child(arm: str, endpoint: str, spans: int, service: str) -> None:
     )
 
 
-def _memory(arm: str, receiver: ReceiverProcess, spans: int, run: int = 0) -> dict[str, Any]:
-    """The tight loop of ``spans`` spans in a fresh process (``run``: which pass); with the spans
-    that arrived."""
-    service = f"memory-{arm}-{run}"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.capacity",
-            "--memory",
-            arm,
-            receiver.endpoint,
-            str(spans),
-            service,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-        timeout=900,
-    )
-    row = dict(json.loads(out.stdout.strip().splitlines()[-1]))
-    if arm != "no_export":
-        row["delivered"] = receiver.wait_for(service, spans + WARMUP_SPANS) - WARMUP_SPANS
-    return row
+class _LongArm:
+    """The process of one arm of the long loop."""
+
+    def __init__(self, arm: str, endpoint: str) -> None:
+        self.arm = arm
+        self.service = f"long-{arm}"
+        self.segments: list[float] = []
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.capacity", "--long", arm, endpoint, self.service],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self._answer()  # ready
+
+    def _answer(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the long-loop process of {self.arm} exited")
+        return dict(json.loads(line))
+
+    def _say(self, command: str) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+        return self._answer()
+
+    def run(self, spans: int) -> None:
+        self.segments.append(float(self._say(f"run {spans}")["seconds"]))
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            return self._say("finish")
+        finally:
+            stop_child(self._proc, 60)
+
+
+def _long_loop(receiver: ReceiverProcess, settings: Settings, quiet: bool) -> dict[str, Any]:
+    """``memory_spans`` spans per arm in a tight loop, in ``long_segments`` segments, the arms'
+    processes taking turns; per arm its rate, memory growth, drops and the spans that arrived."""
+    arms = [_LongArm(arm, receiver.endpoint) for arm in TIGHT_ARMS]
+    segment = settings.memory_spans // settings.long_segments
+    spans = segment * settings.long_segments
+    rows: dict[str, Any] = {}
+    try:
+        for index in range(settings.long_segments):
+            for arm in arms if index % 2 == 0 else arms[::-1]:
+                arm.run(segment)
+            _say(
+                quiet,
+                f"  long loop, segment {index + 1}: "
+                + " ".join(f"{a.arm} {segment / a.segments[-1]:,.0f}/s" for a in arms),
+            )
+    finally:
+        for arm in arms:
+            row = arm.finish()
+            seconds = sum(arm.segments)
+            row.update(
+                arm=arm.arm, spans=spans, seconds=seconds, segments=arm.segments,
+                rate=spans / seconds if seconds else 0.0,
+            )  # fmt: skip
+            if arm.arm != "no_export" and len(arm.segments) == settings.long_segments:
+                row["delivered"] = (
+                    receiver.wait_for(arm.service, spans + WARMUP_SPANS) - WARMUP_SPANS
+                )
+            rows[arm.arm] = row
+    return rows
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -451,18 +501,7 @@ def _run(settings: Settings, quiet: bool) -> dict[str, Any]:
             results["tight"][arm] = row
             _say(quiet, f"  tight {arm:12} delivered {row['delivered']}/{settings.tight_spans}")
 
-        # The first pass's rows are the memory figures; every pass gives a rate ratio.
-        results["memory"] = {}
-        results["long_passes"] = []
-        for index in range(settings.long_passes):
-            arms = list(TIGHT_ARMS) if index == 0 else ["no_export", "kilostar"]
-            if index % 2:
-                arms.reverse()
-            rows = {arm: _memory(arm, receiver, settings.memory_spans, index) for arm in arms}
-            for arm, row in rows.items():
-                results["memory"].setdefault(arm, row)
-                _say(quiet, f"  long loop, pass {index + 1}: {arm:12} {row}")
-            results["long_passes"].append({arm: rows[arm] for arm in ("no_export", "kilostar")})
+        results["memory"] = _long_loop(receiver, settings, quiet)
     finally:
         receiver.close()
     return results
@@ -474,15 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--memory", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--long", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
         _serve_receiver()
         return 0
-    if args.memory:
-        arm, endpoint, spans, service = args.memory
+    if args.long:
         logging.getLogger("opentelemetry").setLevel(logging.ERROR)
-        _memory_child(arm, endpoint, int(spans), service)
+        _long_child(*args.long)
         return 0
     results = run(Settings.quick() if args.quick else Settings())
     write_results(results, args.json)
