@@ -205,6 +205,7 @@ class _ExportPipeline(SpanProcessor):
         self._max_queue_size = settings.max_queue_size
         self._max_queue_bytes = settings.max_queue_bytes
         self._batch_size = settings.max_export_batch_size
+        self._max_span_bytes = settings.max_span_bytes
 
     @property
     def exporter(self) -> SpanExporter | None:
@@ -263,22 +264,19 @@ class _ExportPipeline(SpanProcessor):
                 return
             if not span_sampled(span):
                 return
-            if self._encoded:
-                self._admit(self._encoded_entry(span))
-            else:
+            if not self._encoded:
                 self._admit((span_bytes(span), span, None, None))
+                return
+            try:
+                payload = encode_span(span)
+            except UnsupportedSpanError:
+                payload = self._encode_other_way(span)
+            if len(payload) > self._max_span_bytes:
+                payload = self._encode_other_way(span, len(payload))
+            resource, scope = span_origin(span)
+            self._admit((len(payload) + ENTRY_OVERHEAD_BYTES, payload, resource, scope))
         except Exception as exc:
             internal_error("_ExportPipeline.on_end", exc)
-
-    def _encoded_entry(self, span: ReadableSpan) -> _Entry:
-        try:
-            payload = encode_span(span)
-        except UnsupportedSpanError:
-            payload = self._encode_other_way(span)
-        if len(payload) > self._settings.max_span_bytes:
-            payload = self._encode_other_way(span, len(payload))
-        resource, scope = span_origin(span)
-        return (len(payload) + ENTRY_OVERHEAD_BYTES, payload, resource, scope)
 
     def _encode_other_way(self, span: ReadableSpan, size: int = 0) -> bytes:
         """A span the fast encoder refused, or one over ``max_span_bytes`` (``size``): a poison

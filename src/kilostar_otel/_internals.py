@@ -329,26 +329,58 @@ def grpc_exporter_with_encoder(
 ) -> type[OTLPSpanExporter]:
     """The SDK's OTLP/gRPC span exporter with its span encoding replaced by ``encode``.
 
-    ``encode`` returns a serialized ``ExportTraceServiceRequest``; a batch it raises
+    ``encode`` returns a serialized ``ExportTraceServiceRequest``, which goes on the wire as it
+    is (the exporter's stub is swapped for one whose request serializer passes bytes through,
+    instead of parsing them into a message gRPC serializes again); a batch it raises
     ``unsupported`` for goes through the SDK's own encoding. Verified on
-    opentelemetry-exporter-otlp-proto-grpc 1.27-1.45 (the exporter's ``_translate_data`` step).
-    Fallback: none needed; if the step is renamed the SDK's encoding simply runs.
+    opentelemetry-exporter-otlp-proto-grpc 1.40-1.45 (the exporter's ``_translate_data`` step,
+    and its ``_stub``, ``_channel`` and ``_client``, re-created from ``_stub`` on reconnection).
+    Fallback: where those attributes are missing, the bytes are parsed into the SDK's message.
     """
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
     )
+
+    def serialized(request: Any) -> bytes:
+        return request if type(request) is bytes else request.SerializeToString()
+
+    class BytesStub:
+        """``TraceServiceStub`` whose ``Export`` takes the serialized request (or a message)."""
+
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                _TRACE_EXPORT_METHOD,
+                request_serializer=serialized,
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
 
     class FastOTLPSpanExporter(OTLPSpanExporter):
         """``OTLPSpanExporter`` with the fast encoder."""
 
-        def _translate_data(self, data: Sequence[Any]) -> ExportTraceServiceRequest:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            raw: Any = self
+            self._sends_bytes = False
+            if hasattr(raw, "_stub") and getattr(raw, "_channel", None) is not None:
+                raw._stub = BytesStub  # the SDK re-creates its client from it on reconnection
+                raw._client = BytesStub(raw._channel)
+                self._sends_bytes = True
+
+        def _translate_data(self, data: Sequence[Any]) -> Any:
             try:
-                return ExportTraceServiceRequest.FromString(encode(data))
+                request = encode(data)
             except unsupported:
                 return super()._translate_data(data)
+            if self._sends_bytes:
+                return request
+            return ExportTraceServiceRequest.FromString(request)  # pragma: no cover
 
     return FastOTLPSpanExporter
+
+
+_TRACE_EXPORT_METHOD: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def sdk_encodes_none() -> bool:
@@ -584,7 +616,14 @@ def _fast_ray() -> bool:
 def _fast_grpc_exporter() -> bool:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    return callable(getattr(OTLPSpanExporter, "_translate_data", None))
+    exporter_class: Any = grpc_exporter_with_encoder(lambda spans: b"", ValueError)
+    exporter = exporter_class(endpoint="127.0.0.1:1", insecure=True)
+    try:
+        return callable(getattr(OTLPSpanExporter, "_translate_data", None)) and bool(
+            exporter._sends_bytes
+        )
+    finally:
+        exporter.shutdown()
 
 
 def _fast_sdk_configurator() -> bool:

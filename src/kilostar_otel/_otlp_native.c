@@ -18,6 +18,8 @@
 /* SpanKind members, INTERNAL..CONSUMER (protobuf values 1..5), set once by setup(). */
 static PyObject *span_kinds[5];
 static PyObject *sixty_four;
+/* OpenTelemetry's shared empty TraceState (most spans carry it): empty without a call. */
+static PyObject *empty_trace_state;
 
 typedef struct {
     unsigned char *data;
@@ -271,7 +273,8 @@ put_count(Buffer *buffer, unsigned char tag, PyObject *count)
 }
 
 /* Every attribute of a mapping as KeyValue fields: a dict read in place, any other mapping
- * through _internals.attribute_items (set by setup()). None or empty: nothing. */
+ * (an OrderedDict too: its order is not its dict's) through _internals.attribute_items (set by
+ * setup()). None or empty: nothing. */
 static PyObject *attribute_items;
 
 static int
@@ -416,6 +419,14 @@ done:
 static int
 put_each(Buffer *buffer, PyObject *sequence, int (*put_one)(Buffer *, PyObject *))
 {
+    Py_ssize_t length = PyObject_Length(sequence);
+    if (length == 0) {
+        return DONE;
+    }
+    if (length < 0) {
+        PyErr_Clear();
+        return NOT_HANDLED;
+    }
     PyObject *items = PySequence_Fast(sequence, "events and links are sequences");
     if (items == NULL) {
         PyErr_Clear();
@@ -454,11 +465,10 @@ put_span(Buffer *buffer, PyObject *fields)
     PyObject *dropped_links = PyTuple_GET_ITEM(fields, 15);
 
     /* A trace state and a status are the Python encoder's. */
-    if (status != Py_None || !PyBool_Check(parent_is_remote) || !PyUnicode_CheckExact(name)
-        || !PyDict_CheckExact(attributes)) {
+    if (status != Py_None || !PyBool_Check(parent_is_remote) || !PyUnicode_CheckExact(name)) {
         return NOT_HANDLED;
     }
-    if (trace_state != Py_None) {
+    if (trace_state != Py_None && trace_state != empty_trace_state) {
         int has_state = PyObject_IsTrue(trace_state);
         if (has_state != 0) {
             PyErr_Clear();
@@ -561,8 +571,8 @@ encode(PyObject *Py_UNUSED(module), PyObject *fields)
 static PyObject *
 setup(PyObject *Py_UNUSED(module), PyObject *arguments)
 {
-    PyObject *kinds, *items;
-    if (!PyArg_ParseTuple(arguments, "O!O:setup", &PyTuple_Type, &kinds, &items)) {
+    PyObject *kinds, *items, *empty;
+    if (!PyArg_ParseTuple(arguments, "O!OO:setup", &PyTuple_Type, &kinds, &items, &empty)) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(kinds) != 5 || !PyCallable_Check(items)) {
@@ -577,6 +587,8 @@ setup(PyObject *Py_UNUSED(module), PyObject *arguments)
     }
     Py_INCREF(items);
     Py_XSETREF(attribute_items, items);
+    Py_INCREF(empty);
+    Py_XSETREF(empty_trace_state, empty);
     Py_RETURN_NONE;
 }
 
@@ -585,8 +597,9 @@ static PyMethodDef methods[] = {
      "encode(fields) -> bytes | None\n\nThe span_wire_fields() tuple of a common span as its "
      "ScopeSpans.spans field; None for a span only the Python encoder handles."},
     {"setup", setup, METH_VARARGS,
-     "setup(kinds, attribute_items)\n\nThe SpanKind members INTERNAL..CONSUMER (compared by "
-     "identity), and how to read a mapping of attributes that is not a dict."},
+     "setup(kinds, attribute_items, empty_trace_state)\n\nThe SpanKind members INTERNAL..CONSUMER "
+     "(compared by identity), how to read a mapping of attributes that is not a dict, and the "
+     "shared empty TraceState."},
     {NULL, NULL, 0, NULL},
 };
 

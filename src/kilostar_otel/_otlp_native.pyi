@@ -9,6 +9,9 @@ def encode(fields: tuple[Any, ...], /) -> bytes | None:
     """The ``span_wire_fields()`` tuple of a common span as its ``ScopeSpans.spans`` field;
     None for a span only the Python encoder handles."""
 
-def setup(kinds: tuple[Any, ...], attribute_items: Callable[[Any], Any], /) -> None:
-    """The ``SpanKind`` members INTERNAL..CONSUMER (compared by identity), and how to read a
-    mapping of attributes that is not a dict (``_internals.attribute_items``)."""
+def setup(
+    kinds: tuple[Any, ...], attribute_items: Callable[[Any], Any], empty_trace_state: object, /
+) -> None:
+    """The ``SpanKind`` members INTERNAL..CONSUMER (compared by identity), how to read a mapping
+    of attributes that is not a dict (``_internals.attribute_items``), and OpenTelemetry's shared
+    empty ``TraceState`` (a span carrying it has no trace state, without asking)."""

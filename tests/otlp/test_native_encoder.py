@@ -10,6 +10,7 @@ extension built: a missing build fails here instead of leaving the C path untest
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -231,3 +232,17 @@ def test_a_name_that_is_not_utf8_encodable_is_declined() -> None:
 )
 def test_malformed_fields_are_declined_without_raising(fields: Any) -> None:
     assert _otlp_native.encode(fields) is None
+
+
+def test_an_ordered_dict_is_read_in_its_own_order_not_its_dicts() -> None:
+    # OpenTelemetry 1.40 keeps bounded attributes in an OrderedDict; move_to_end changes the
+    # OrderedDict's order but not the order of the dict underneath it.
+    span = _finished(attributes={"a": 1})
+    ordered = OrderedDict([("a", 1), ("b", "two"), ("c", 3.0)])
+    ordered.move_to_end("a")
+    span._attributes._dict = ordered  # type: ignore[attr-defined]
+    fields = span_wire_fields(span)
+    encoded = _otlp_native.encode(fields)
+    assert encoded is not None
+    assert encoded == _otlp._python_span(fields)
+    assert encoded.index(b"\x0a\x01c") < encoded.index(b"\x0a\x01a")  # c before a, as iterated
