@@ -24,6 +24,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -73,11 +74,38 @@ class Settings:
         )
 
 
+# -- cores ----------------------------------------------------------------------------------------
+
+
+def cores() -> tuple[set[int], set[int]] | None:
+    """``(the loop's core, the other cores)`` where a process may place its threads (Linux, two
+    or more CPUs allowed); None elsewhere, where the OS places every thread.
+
+    The long loop runs alone on the first core; the receiver and each arm's other threads (the
+    export worker, gRPC's) run on the others, so the scheduler cannot put them on the loop's core
+    in some segments and not in others.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    return {allowed[0]}, set(allowed[1:])
+
+
+def _run_on(cpus: set[int] | None) -> None:
+    """Move the calling thread (and the threads it starts later) to ``cpus``."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
 # -- the receiver, in its own process -------------------------------------------------------------
 
 
 def _serve_receiver() -> None:
     """Child process: an OtlpReceiver that counts spans per service.name and keeps none."""
+    placed = cores()
+    _run_on(placed and placed[1])  # off the long loop's core
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -298,9 +326,12 @@ def _long_child(arm: str, endpoint: str, service: str) -> None:
     """Child process: one arm of the long loop. Reads ``run N`` (answers the seconds N spans in
     a tight loop took) until ``finish`` (flushes, answers the resident memory and drop figures,
     stops); one JSON line per answer."""
+    placed = cores()
+    _run_on(placed and placed[1])  # the threads the pipeline starts stay off the loop's core
     pipeline = build(arm, service, endpoint)
     _tight(pipeline, WARMUP_SPANS)  # warm up: imports, channel, first batches
     pipeline.flush()
+    _run_on(placed and placed[0])  # the loop, alone on its core
     gc.collect()
     reset = False
     with contextlib.suppress(OSError):
@@ -502,6 +533,8 @@ def _run(settings: Settings, quiet: bool) -> dict[str, Any]:
             _say(quiet, f"  tight {arm:12} delivered {row['delivered']}/{settings.tight_spans}")
 
         results["memory"] = _long_loop(receiver, settings, quiet)
+        placed = cores()
+        results["cores"] = None if placed is None else [sorted(placed[0]), sorted(placed[1])]
     finally:
         receiver.close()
     return results
