@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,12 @@ import kilostar_otel
 from kilostar_otel import workflow
 
 from .conftest import BACKENDS, backend_binary, clean_env, free_port
+
+# Runs a command with SIGINT at its default disposition (the script's own pid stays the same).
+_WITH_CTRL_C = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 
 
 def port_open(port: int) -> bool:
@@ -58,7 +65,9 @@ def test_run_sh_prints_the_endpoints_carries_a_trace_and_stops_on_ctrl_c(tmp_pat
         TMPDIR=str(tmp_path),
     )
     script = subprocess.Popen(
-        ["bash", str(BACKENDS / "run.sh")],
+        # Ctrl-C as a terminal delivers it: a shell that starts with SIGINT ignored (a job sent
+        # to the background by a non-interactive shell, as some CI runners do) cannot trap it.
+        [sys.executable, "-c", _WITH_CTRL_C, "bash", str(BACKENDS / "run.sh")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -98,7 +107,12 @@ def test_run_sh_prints_the_endpoints_carries_a_trace_and_stops_on_ctrl_c(tmp_pat
     finally:
         if script.poll() is None:
             os.kill(script.pid, signal.SIGINT)  # what Ctrl-C sends the script
-        script.wait(30)
+        try:
+            script.wait(30)
+        except subprocess.TimeoutExpired:
+            script.terminate()  # the script's TERM trap stops both back ends too
+            script.wait(30)
+            raise
         reader.join(5)
     assert script.returncode == 0, "".join(lines)
     assert any(line.startswith("stopped the collector and Jaeger") for line in lines)
