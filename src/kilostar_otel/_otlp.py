@@ -75,7 +75,7 @@ _CACHED_STRING_LENGTH: Final = 256
 
 
 # The common span (no trace state or status; scalar attributes) encoded in C,
-# byte for byte as ``_span`` below encodes it; None where the extension was not built (the
+# byte for byte as ``_python_span`` below encodes it; None where the extension was not built (the
 # package installs without a compiler). ``encode(fields)`` returns None for any other span.
 try:
     from kilostar_otel import _otlp_native
@@ -300,13 +300,7 @@ def _python_span(fields: tuple[Any, ...]) -> bytes:
         for link in links:
             linked = link.context
             body = (
-                _IDS(
-                    b"\x0a\x10",
-                    linked.trace_id >> 64,
-                    linked.trace_id & _U64,
-                    b"\x12\x08",
-                    linked.span_id,
-                )
+                _link_ids(linked)
                 + _attributes(b"\x22", link.attributes)
                 + _uint(b"\x28", link.dropped_attributes)
                 + (_LINK_FLAGS_REMOTE if linked.is_remote else _LINK_FLAGS_LOCAL)
