@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import operator
 import sys
 import threading
 import time
@@ -23,13 +24,20 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from kilostar_otel._guard import internal_error
-from kilostar_otel._internals import attribute_items, span_origin, span_sampled, span_wire_fields
+from kilostar_otel._internals import (
+    WIRE_RESOURCE,
+    WIRE_SAMPLED,
+    WIRE_SCOPE,
+    attribute_items,
+    span_wire_fields,
+)
 from kilostar_otel._otlp import (
     EncodedSpans,
     UnsupportedSpanError,
+    encode_fields,
     encode_span,
     encode_span_with_sdk,
-    join_encoded_spans,
+    join_queued,
 )
 from kilostar_otel._poison import make_safe
 from kilostar_otel._settings import Settings
@@ -114,15 +122,13 @@ def _attributes_bytes(attributes: Any) -> int:
     return size
 
 
-def span_bytes(span: ReadableSpan) -> int:
+def span_bytes(fields: tuple[Any, ...]) -> int:
     """An estimate of the memory a queued span holds: its strings, plus a fixed overhead.
 
-    Runs in ``on_end`` for every sampled span (exporters other than OTLP/gRPC), so it reads the
-    finished span's fields directly (the SDK's properties copy events and links).
+    Runs in ``on_end`` for every sampled span (exporters other than OTLP/gRPC), on the span's
+    ``span_wire_fields`` (the SDK's properties copy events and links).
     """
-    (_, _, _, _, _, name, _, _, _, status, attributes, _, events, _, links, _) = span_wire_fields(
-        span
-    )
+    (_, _, _, _, _, name, _, _, _, status, attributes, _, events, _, links, *_) = fields
     size = SPAN_OVERHEAD_BYTES + len(name or "") + _attributes_bytes(attributes)
     for event in events:
         size += _ITEM_OVERHEAD_BYTES + len(event.name or "")
@@ -143,6 +149,7 @@ ENTRY_OVERHEAD_BYTES = 128
 # encoded as OTLP (gRPC exporter: resource and scope group it at send time) or the span itself
 # (any other exporter: resource and scope are None).
 _Entry = tuple[int, Any, Any, Any]
+_entry_size: Final = operator.itemgetter(0)
 
 
 def _shutdown_exporter(exporter: SpanExporter, timeout_millis: float) -> None:
@@ -262,19 +269,26 @@ class _ExportPipeline(SpanProcessor):
         try:
             if self._exporter is None:
                 return
-            if not span_sampled(span):
+            fields = span_wire_fields(span)
+            if not fields[WIRE_SAMPLED]:
                 return
             if not self._encoded:
-                self._admit((span_bytes(span), span, None, None))
+                self._admit((span_bytes(fields), span, None, None))
                 return
             try:
-                payload = encode_span(span)
-            except UnsupportedSpanError:
+                payload = encode_fields(fields)
+            except Exception:  # only the SDK's encoder handles it, or it is shaped unlike a span
                 payload = self._encode_other_way(span)
             if len(payload) > self._max_span_bytes:
                 payload = self._encode_other_way(span, len(payload))
-            resource, scope = span_origin(span)
-            self._admit((len(payload) + ENTRY_OVERHEAD_BYTES, payload, resource, scope))
+            self._admit(
+                (
+                    len(payload) + ENTRY_OVERHEAD_BYTES,
+                    payload,
+                    fields[WIRE_RESOURCE],
+                    fields[WIRE_SCOPE],
+                )
+            )
         except Exception as exc:
             internal_error("_ExportPipeline.on_end", exc)
 
@@ -362,9 +376,13 @@ class _ExportPipeline(SpanProcessor):
                     if not queued or (not everything and queued < self._batch_size):
                         break
                     take = min(queued, self._batch_size)
-                    popleft = self._queue.popleft
-                    batch = [popleft() for _ in range(take)]
-                    self.queued_bytes -= sum(entry[0] for entry in batch)
+                    if take == queued:
+                        batch = list(self._queue)
+                        self._queue.clear()
+                    else:
+                        popleft = self._queue.popleft
+                        batch = [popleft() for _ in range(take)]
+                    self.queued_bytes -= sum(map(_entry_size, batch))
                     self.in_flight += take
                     exporter, encoded = self._exporter, self._encoded
                 if exporter is None:  # replaced by "none": nothing to send them to
@@ -406,9 +424,7 @@ class _ExportPipeline(SpanProcessor):
     def _send(self, exporter: SpanExporter, encoded: bool, batch: list[_Entry]) -> bool:
         try:
             if encoded:
-                data: Any = EncodedSpans(
-                    join_encoded_spans((e[2], e[3], e[1]) for e in batch), len(batch)
-                )
+                data: Any = EncodedSpans(join_queued(batch), len(batch))
             else:
                 spans, changed = make_safe(
                     [e[1] for e in batch], [e[0] for e in batch], self._settings.max_span_bytes

@@ -32,6 +32,9 @@ __all__ = [
     "BAGGAGE_KEY",
     "FAST_PATHS",
     "SPAN_KEY",
+    "WIRE_RESOURCE",
+    "WIRE_SAMPLED",
+    "WIRE_SCOPE",
     "SDKConfigurator",
     "add_link",
     "add_string_event",
@@ -39,8 +42,6 @@ __all__ = [
     "attribute_items",
     "checked_trace_state",
     "current_context",
-    "span_origin",
-    "span_sampled",
     "span_wire_fields",
     "grpc_exporter_with_encoder",
     "loguru_patcher",
@@ -211,40 +212,21 @@ def attribute_items(attributes: Any) -> Iterable[tuple[str, Any]]:
 _SDK_UNSET_STATUS: Final = inspect.signature(ReadableSpan.__init__).parameters["status"].default
 
 
-def span_sampled(span: Any) -> bool:
-    """Whether a finished span is sampled (to be exported).
-
-    For the SDK's ``ReadableSpan`` read from its ``SpanContext`` tuple (the flags' sampled bit),
-    without three property calls. Verified on opentelemetry-sdk 1.40-1.45. Fallback: the public
-    ``context.trace_flags.sampled``.
-    """
-    if type(span) is ReadableSpan:
-        context = span._context
-        if type(context) is SpanContext:
-            return bool(context[3] & 1)
-    context = span.context
-    return context is not None and bool(context.trace_flags.sampled)
-
-
-def span_origin(span: Any) -> tuple[Any, Any]:
-    """A finished span's ``(resource, instrumentation scope or None)``, what OTLP groups by.
-
-    For the SDK's ``ReadableSpan`` read from its fields. Verified on opentelemetry-sdk 1.40-1.45.
-    Fallback: the public properties.
-    """
-    if type(span) is ReadableSpan:
-        raw: Any = span
-        return raw._resource, raw._instrumentation_scope or None
-    return span.resource, span.instrumentation_scope or None
+#: Where :func:`span_wire_fields` puts the sampled flag, the resource and the scope.
+WIRE_SAMPLED: Final = 16
+WIRE_RESOURCE: Final = 17
+WIRE_SCOPE: Final = 18
 
 
 def span_wire_fields(span: Any) -> tuple[Any, ...]:
-    """What the OTLP encoder reads of a finished span, flat: ``(trace_id, span_id, trace_state,
+    """What exporting reads of a finished span, flat: ``(trace_id, span_id, trace_state,
     parent_span_id, parent_is_remote, name, kind, start, end, status, attributes,
-    dropped_attributes, events, dropped_events, links, dropped_links)``.
+    dropped_attributes, events, dropped_events, links, dropped_links, sampled, resource, scope)``.
 
     ``parent_span_id`` is None without a parent; ``status`` is None when it is the SDK's unset
-    default; ``attributes`` is a mapping, ``events`` and ``links`` sequences. For the SDK's
+    default; ``attributes`` is a mapping, ``events`` and ``links`` sequences; ``sampled`` the
+    flags' sampled bit; ``scope`` None without one (OTLP groups spans by resource and scope).
+    One call reads everything ``on_end`` needs. For the SDK's
     ``ReadableSpan`` read straight from its fields (``SpanContext`` is a tuple), without the
     properties' Python calls and copies. Verified on opentelemetry-sdk 1.40-1.45. Fallback: the
     public properties.
@@ -280,6 +262,9 @@ def span_wire_fields(span: Any) -> tuple[Any, ...]:
                 events.dropped,
                 links_any._dq,
                 links.dropped,
+                bool(context[3] & 1),
+                raw._resource,
+                raw._instrumentation_scope or None,
             )
     context, parent = span.context, span.parent
     return (
@@ -299,6 +284,9 @@ def span_wire_fields(span: Any) -> tuple[Any, ...]:
         span.dropped_events,
         span.links,
         span.dropped_links,
+        context is not None and bool(context.trace_flags.sampled),
+        span.resource,
+        span.instrumentation_scope or None,
     )
 
 
@@ -505,22 +493,6 @@ def _fast_writable_attributes() -> bool:
     return bool(span.attributes.get("k") == "v" and values.get("k2") == "v2")
 
 
-def _fast_span_header() -> bool:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
-
-    kept: Any = TracerProvider(sampler=ALWAYS_ON).get_tracer("check").start_span("kept")
-    kept.end()
-    dropped: Any = TracerProvider(sampler=ALWAYS_OFF).get_tracer("check").start_span("dropped")
-    readable = kept._readable_span()
-    return (
-        span_sampled(readable) is True
-        and span_sampled(ReadableSpan("off", context=dropped.get_span_context())) is False
-        and span_origin(readable) == (kept.resource, kept.instrumentation_scope)
-        and span_origin(readable)[0] is readable.resource
-    )
-
-
 def _fast_attribute_items() -> bool:
     attributes: Any = BoundedAttributes(attributes={"a": 1}, immutable=True)
     items = attribute_items(attributes)
@@ -529,6 +501,7 @@ def _fast_attribute_items() -> bool:
 
 def _fast_span_wire_fields() -> bool:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
     tracer = TracerProvider().get_tracer("check")
     parent: Any = tracer.start_span("parent")
@@ -537,9 +510,17 @@ def _fast_span_wire_fields() -> bool:
     )
     span.add_event("e")
     span.end()
-    fields = span_wire_fields(span._readable_span())
+    dropped: Any = TracerProvider(sampler=ALWAYS_OFF).get_tracer("check").start_span("dropped")
+    unsampled = span_wire_fields(ReadableSpan("off", context=dropped.get_span_context()))
+    readable = span._readable_span()
+    fields = span_wire_fields(readable)
     return (
-        fields[0] == span.context.trace_id
+        type(readable) is ReadableSpan
+        and fields[WIRE_SAMPLED] is True
+        and unsampled[WIRE_SAMPLED] is False
+        and fields[WIRE_RESOURCE] is readable.resource
+        and fields[WIRE_SCOPE] == span.instrumentation_scope
+        and fields[0] == span.context.trace_id
         and fields[3] == parent.context.span_id
         and fields[5] == "check"
         and fields[9] is None  # the unset default recognised
@@ -651,8 +632,6 @@ FAST_PATHS: Final[dict[str, Callable[[], bool]]] = {
     "add_string_event": _fast_links_and_events,
     "attribute_items": _fast_attribute_items,
     "span_wire_fields": _fast_span_wire_fields,
-    "span_sampled": _fast_span_header,
-    "span_origin": _fast_span_header,
     "checked_trace_state": _fast_trace_state,
     "grpc_exporter_with_encoder": _fast_grpc_exporter,
     "span_processors_of": _fast_span_processors,

@@ -34,11 +34,13 @@ if TYPE_CHECKING:
 __all__ = [
     "EncodedSpans",
     "UnsupportedSpanError",
+    "encode_fields",
     "encode_span",
     "encode_span_with_sdk",
     "encode_trace_request",
     "grpc_span_exporter_class",
     "join_encoded_spans",
+    "join_queued",
 ]
 
 _FIXED64: Final = Struct("<Q").pack
@@ -82,8 +84,12 @@ try:
 
     _otlp_native.setup(tuple(SpanKind), attribute_items, DEFAULT_TRACE_STATE)
     _native_encode: Callable[[tuple[Any, ...]], bytes | None] | None = _otlp_native.encode
+    _native_join: Callable[[list[Any], Callable[[Any, Any], Any]], bytes | None] | None = (
+        _otlp_native.join
+    )
 except Exception:  # pragma: no cover - not built (no C compiler), or built from older source
     _native_encode = None  # (tests/otlp/test_native_encoder.py fails the suite for either)
+    _native_join = None
 
 
 class UnsupportedSpanError(ValueError):
@@ -219,16 +225,24 @@ def encode_span(span: Any) -> bytes:
     Raises :class:`UnsupportedSpanError` when only the SDK's encoder handles the span its way.
     """
     try:
-        fields = span_wire_fields(span)
-        if _native_encode is not None:
-            encoded = _native_encode(fields)
-            if encoded is not None:
-                return encoded
-        return _python_span(fields)
+        return encode_fields(span_wire_fields(span))
     except UnsupportedSpanError:
         raise
     except Exception as exc:  # a span shaped unlike the SDK's: let the SDK encode it
         raise UnsupportedSpanError(f"{type(exc).__name__} while encoding") from None
+
+
+def encode_fields(fields: tuple[Any, ...]) -> bytes:
+    """:func:`encode_span` of a span already read by ``_internals.span_wire_fields``.
+
+    Raises :class:`UnsupportedSpanError` when only the SDK's encoder handles the span its way,
+    and any other exception for fields shaped unlike the SDK's span.
+    """
+    if _native_encode is not None:
+        encoded = _native_encode(fields)
+        if encoded is not None:
+            return encoded
+    return _python_span(fields)
 
 
 def encode_span_with_sdk(span: Any) -> bytes:
@@ -257,6 +271,9 @@ def _python_span(fields: tuple[Any, ...]) -> bytes:
         dropped_events,
         links,
         dropped_links,
+        _sampled,
+        _resource,
+        _scope,
     ) = fields
     parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _U64, b"\x12\x08", span_id)]
     if trace_state:
@@ -366,6 +383,18 @@ class EncodedSpans:
         return self.count
 
 
+def _origin_parts(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
+    """The encoded fields around one group's spans: the ``ResourceSpans`` resource, the
+    ``ScopeSpans`` scope, the scope's ``schema_url`` and the resource's ``schema_url``."""
+    schema_url = scope.schema_url if scope is not None else None
+    return (
+        _field(b"\x0a", _attributes(b"\x0a", resource.attributes)),
+        _scope(scope),
+        _string(b"\x1a", schema_url) if schema_url else b"",
+        _string(b"\x1a", resource.schema_url) if resource.schema_url else b"",
+    )
+
+
 def join_encoded_spans(entries: Iterable[tuple[Any, Any, bytes]]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` of ``(resource, scope, encoded span)``
     entries (spans from :func:`encode_span`), grouped by resource and scope as the SDK does."""
@@ -388,17 +417,26 @@ def join_encoded_spans(entries: Iterable[tuple[Any, Any, bytes]]) -> bytes:
         spans.append(encoded)
     out = []
     for resource, resource_scopes, encoded_scopes in zip(resources, scopes, grouped, strict=True):
-        body = _field(b"\x0a", _attributes(b"\x0a", resource.attributes))
+        body = b""
         for scope, scope_spans in zip(resource_scopes, encoded_scopes, strict=True):
-            scope_body = _scope(scope) + b"".join(scope_spans)
-            schema_url = scope.schema_url if scope is not None else None
-            if schema_url:
-                scope_body += _string(b"\x1a", schema_url)
-            body += _field(b"\x12", scope_body)
-        if resource.schema_url:
-            body += _string(b"\x1a", resource.schema_url)
-        out.append(_field(b"\x0a", body))
+            resource_field, scope_field, scope_schema, resource_schema = _origin_parts(
+                resource, scope
+            )
+            if not body:
+                body = resource_field
+            body += _field(b"\x12", scope_field + b"".join(scope_spans) + scope_schema)
+        out.append(_field(b"\x0a", body + resource_schema))
     return b"".join(out)
+
+
+def join_queued(entries: list[tuple[int, Any, Any, Any]]) -> bytes:
+    """:func:`join_encoded_spans` for the export queue's ``(size, encoded span, resource,
+    scope)`` entries: in C when the extension was built (one copy of each span's bytes)."""
+    if _native_join is not None:
+        joined = _native_join(entries, _origin_parts)
+        if joined is not None:
+            return joined
+    return join_encoded_spans((entry[2], entry[3], entry[1]) for entry in entries)
 
 
 def encode_trace_request(spans: Sequence[Any] | EncodedSpans) -> bytes:

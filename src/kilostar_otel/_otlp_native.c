@@ -5,7 +5,8 @@
  * attribute value that is not exactly str, bool, int or float, an int outside int64, text that is
  * not UTF-8 encodable, ids out of range, anything shaped unlike the SDK's events and links): the
  * Python encoder then handles that span. Events and links are read through their public
- * properties, their attributes through _internals.attribute_items.
+ * properties, their attributes through _internals.attribute_items. join(entries, origin) joins
+ * the export queue's encoded spans into one request, as _otlp.join_encoded_spans does.
  * tests/otlp compare both encoders and the SDK's on spans of every shape.
  *
  * Copyright kilostar-otel contributors. Licensed under the Apache License, Version 2.0.
@@ -444,7 +445,7 @@ put_each(Buffer *buffer, PyObject *sequence, int (*put_one)(Buffer *, PyObject *
 static int
 put_span(Buffer *buffer, PyObject *fields)
 {
-    if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != 16) {
+    if (!PyTuple_CheckExact(fields) || PyTuple_GET_SIZE(fields) != 19) {
         return NOT_HANDLED;
     }
     PyObject *trace_id = PyTuple_GET_ITEM(fields, 0);
@@ -568,6 +569,240 @@ encode(PyObject *Py_UNUSED(module), PyObject *fields)
     return result;
 }
 
+/* join(entries, origin): the queue's (size, encoded span, resource, scope) entries as one
+ * ExportTraceServiceRequest, grouped as _otlp.join_encoded_spans groups them: resources in the
+ * order first seen (equal ones together), scopes likewise within a resource, spans in entry order.
+ * origin(resource, scope) gives the encoded parts around a group's spans: (the ResourceSpans
+ * resource field, the ScopeSpans scope field, the scope's schema_url field, the resource's
+ * schema_url field), asked once per group. None for entries shaped otherwise, or for more groups
+ * than MAX_GROUPS: the Python join handles those. */
+#define MAX_GROUPS 32
+
+typedef struct {
+    PyObject *resource; /* borrowed from the entries */
+    PyObject *scope;
+    int resource_group; /* index into resources */
+    PyObject *parts;    /* origin()'s 4-tuple (owned), for the group's first (resource, scope) */
+    Py_ssize_t spans_size;
+    Py_ssize_t body_size; /* ScopeSpans body */
+} ScopeGroup;
+
+static Py_ssize_t
+varint_size(uint64_t value)
+{
+    Py_ssize_t size = 1;
+    while (value > 127) {
+        value >>= 7;
+        size++;
+    }
+    return size;
+}
+
+static unsigned char *
+write_header(unsigned char *out, unsigned char tag, uint64_t length)
+{
+    *out++ = tag;
+    while (length > 127) {
+        *out++ = (unsigned char)((length & 0x7F) | 0x80);
+        length >>= 7;
+    }
+    *out++ = (unsigned char)length;
+    return out;
+}
+
+static unsigned char *
+write_bytes(unsigned char *out, PyObject *bytes)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(bytes);
+    memcpy(out, PyBytes_AS_STRING(bytes), (size_t)size);
+    return out + size;
+}
+
+/* The index of the group equal to (resource, scope), added if new; -1 with an error set; -2 when
+ * there are too many groups. */
+static int
+find_group(ScopeGroup *groups, int *group_count, PyObject **resources, int *resource_count,
+           PyObject *resource, PyObject *scope)
+{
+    int r = 0;
+    for (; r < *resource_count; r++) {
+        int equal = PyObject_RichCompareBool(resources[r], resource, Py_EQ);
+        if (equal < 0) {
+            return -1;
+        }
+        if (equal) {
+            break;
+        }
+    }
+    if (r == *resource_count) {
+        if (r == MAX_GROUPS) {
+            return -2;
+        }
+        resources[r] = resource;
+        (*resource_count)++;
+    }
+    for (int g = 0; g < *group_count; g++) {
+        if (groups[g].resource_group != r) {
+            continue;
+        }
+        int equal = PyObject_RichCompareBool(groups[g].scope, scope, Py_EQ);
+        if (equal < 0) {
+            return -1;
+        }
+        if (equal) {
+            return g;
+        }
+    }
+    if (*group_count == MAX_GROUPS) {
+        return -2;
+    }
+    int g = (*group_count)++;
+    groups[g].resource = resource;
+    groups[g].scope = scope;
+    groups[g].resource_group = r;
+    groups[g].parts = NULL;
+    groups[g].spans_size = 0;
+    groups[g].body_size = 0;
+    return g;
+}
+
+static PyObject *
+join(PyObject *Py_UNUSED(module), PyObject *arguments)
+{
+    PyObject *entries, *origin;
+    if (!PyArg_ParseTuple(arguments, "O!O:join", &PyList_Type, &entries, &origin)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(entries);
+    ScopeGroup groups[MAX_GROUPS];
+    PyObject *resources[MAX_GROUPS];
+    int group_count = 0, resource_count = 0;
+    /* (resource, scope) identities seen, and their group: most batches have one or two. */
+    PyObject *seen_resource[MAX_GROUPS], *seen_scope[MAX_GROUPS];
+    int seen_group[MAX_GROUPS];
+    int seen_count = 0;
+    unsigned char *group_of = PyMem_Malloc(count > 0 ? (size_t)count : 1);
+    if (group_of == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    int last = -1;
+    for (Py_ssize_t n = 0; n < count; n++) {
+        PyObject *entry = PyList_GET_ITEM(entries, n);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) < 4
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1))) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *resource = PyTuple_GET_ITEM(entry, 2);
+        PyObject *scope = PyTuple_GET_ITEM(entry, 3);
+        int g = -1;
+        if (last >= 0 && seen_resource[last] == resource && seen_scope[last] == scope) {
+            g = seen_group[last];
+        }
+        else {
+            for (int k = 0; k < seen_count; k++) {
+                if (seen_resource[k] == resource && seen_scope[k] == scope) {
+                    last = k;
+                    g = seen_group[k];
+                    break;
+                }
+            }
+            if (g < 0) {
+                if (seen_count == MAX_GROUPS) {
+                    result = Py_NewRef(Py_None);
+                    goto done;
+                }
+                g = find_group(groups, &group_count, resources, &resource_count, resource, scope);
+                if (g == -1) {
+                    goto done;
+                }
+                if (g == -2) {
+                    result = Py_NewRef(Py_None);
+                    goto done;
+                }
+                last = seen_count++;
+                seen_resource[last] = resource;
+                seen_scope[last] = scope;
+                seen_group[last] = g;
+            }
+        }
+        group_of[n] = (unsigned char)g;
+        groups[g].spans_size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 1));
+    }
+    /* The parts around each group, and the sizes. */
+    Py_ssize_t resource_body[MAX_GROUPS];
+    for (int r = 0; r < resource_count; r++) {
+        resource_body[r] = 0;
+    }
+    for (int g = 0; g < group_count; g++) {
+        PyObject *parts = PyObject_CallFunctionObjArgs(origin, groups[g].resource, groups[g].scope,
+                                                       NULL);
+        if (parts == NULL) {
+            goto done;
+        }
+        groups[g].parts = parts;
+        if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 4) {
+            PyErr_SetString(PyExc_TypeError, "origin() must return a tuple of 4 bytes");
+            goto done;
+        }
+        for (int k = 0; k < 4; k++) {
+            if (!PyBytes_CheckExact(PyTuple_GET_ITEM(parts, k))) {
+                PyErr_SetString(PyExc_TypeError, "origin() must return a tuple of 4 bytes");
+                goto done;
+            }
+        }
+        ScopeGroup *group = &groups[g];
+        group->body_size = PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 1)) + group->spans_size
+                           + PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 2));
+        resource_body[group->resource_group] +=
+            1 + varint_size((uint64_t)group->body_size) + group->body_size;
+    }
+    /* The first group of each resource gives that resource's own parts. */
+    int first_group[MAX_GROUPS];
+    for (int g = group_count - 1; g >= 0; g--) {
+        first_group[groups[g].resource_group] = g;
+    }
+    Py_ssize_t total = 0;
+    for (int r = 0; r < resource_count; r++) {
+        PyObject *parts = groups[first_group[r]].parts;
+        resource_body[r] += PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 0))
+                            + PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 3));
+        total += 1 + varint_size((uint64_t)resource_body[r]) + resource_body[r];
+    }
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
+    if (joined == NULL) {
+        goto done;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(joined);
+    for (int r = 0; r < resource_count; r++) {
+        PyObject *resource_parts = groups[first_group[r]].parts;
+        out = write_header(out, 0x0a, (uint64_t)resource_body[r]); /* resource_spans */
+        out = write_bytes(out, PyTuple_GET_ITEM(resource_parts, 0));
+        for (int g = 0; g < group_count; g++) {
+            if (groups[g].resource_group != r) {
+                continue;
+            }
+            out = write_header(out, 0x12, (uint64_t)groups[g].body_size); /* scope_spans */
+            out = write_bytes(out, PyTuple_GET_ITEM(groups[g].parts, 1));
+            for (Py_ssize_t n = 0; n < count; n++) {
+                if (group_of[n] == g) {
+                    out = write_bytes(out, PyTuple_GET_ITEM(PyList_GET_ITEM(entries, n), 1));
+                }
+            }
+            out = write_bytes(out, PyTuple_GET_ITEM(groups[g].parts, 2));
+        }
+        out = write_bytes(out, PyTuple_GET_ITEM(resource_parts, 3));
+    }
+    result = joined;
+done:
+    for (int g = 0; g < group_count; g++) {
+        Py_XDECREF(groups[g].parts);
+    }
+    PyMem_Free(group_of);
+    return result;
+}
+
 static PyObject *
 setup(PyObject *Py_UNUSED(module), PyObject *arguments)
 {
@@ -596,6 +831,11 @@ static PyMethodDef methods[] = {
     {"encode", encode, METH_O,
      "encode(fields) -> bytes | None\n\nThe span_wire_fields() tuple of a common span as its "
      "ScopeSpans.spans field; None for a span only the Python encoder handles."},
+    {"join", join, METH_VARARGS,
+     "join(entries, origin) -> bytes | None\n\nThe queue's (size, encoded span, resource, scope) "
+     "entries as one serialized ExportTraceServiceRequest, grouped by resource and scope; "
+     "origin(resource, scope) gives the encoded parts around a group. None for entries shaped "
+     "otherwise or too many groups."},
     {"setup", setup, METH_VARARGS,
      "setup(kinds, attribute_items, empty_trace_state)\n\nThe SpanKind members INTERNAL..CONSUMER "
      "(compared by identity), how to read a mapping of attributes that is not a dict, and the "
@@ -609,6 +849,10 @@ static struct PyModuleDef module_definition = {
     "The common span encoded in C, byte for byte as kilostar_otel._otlp encodes it.",
     -1,
     methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC
@@ -624,7 +868,7 @@ PyInit__otlp_native(void)
     if (module == NULL) {
         return NULL;
     }
-    PyObject *names = Py_BuildValue("(ss)", "encode", "setup");
+    PyObject *names = Py_BuildValue("(sss)", "encode", "join", "setup");
     if (names == NULL || PyModule_AddObject(module, "__all__", names) < 0) {
         Py_XDECREF(names);
         Py_DECREF(module);

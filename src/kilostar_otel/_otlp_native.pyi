@@ -3,11 +3,17 @@
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["encode", "setup"]
+__all__ = ["encode", "join", "setup"]
 
 def encode(fields: tuple[Any, ...], /) -> bytes | None:
     """The ``span_wire_fields()`` tuple of a common span as its ``ScopeSpans.spans`` field;
     None for a span only the Python encoder handles."""
+
+def join(entries: list[Any], origin: Callable[[Any, Any], Any], /) -> bytes | None:
+    """The export queue's ``(size, encoded span, resource, scope)`` entries as one serialized
+    ``ExportTraceServiceRequest``, grouped by resource and scope; ``origin(resource, scope)``
+    gives the encoded fields around a group. None for entries shaped otherwise, or too many
+    groups."""
 
 def setup(
     kinds: tuple[Any, ...], attribute_items: Callable[[Any], Any], empty_trace_state: object, /

@@ -212,22 +212,38 @@ def test_a_name_that_is_not_utf8_encodable_is_declined() -> None:
     assert _otlp_native.encode(span_wire_fields(span)) is None
 
 
+#: A well-formed field tuple of a server span, and the sampled flag, resource and scope after it.
+WELL_FORMED = (1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0)
+ORIGIN = (True, Resource.create({}), None)
+
+
+def _with(index: int, value: object) -> tuple[Any, ...]:
+    fields = list(WELL_FORMED + ORIGIN)
+    fields[index] = value
+    return tuple(fields)
+
+
+def test_the_well_formed_fields_the_malformed_ones_change_are_encoded() -> None:
+    assert _otlp_native.encode(WELL_FORMED + ORIGIN) == _otlp._python_span(WELL_FORMED + ORIGIN)
+
+
 @pytest.mark.parametrize(
     "fields",
     [
         None,
         (),
-        (None,) * 16,
-        ("x",) * 16,
-        (1, 2, None, None, False, "n", None, 1, 2, None, {}, 0, (), 0, (), 0),  # kind unknown
-        (-1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
-        (2**128, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
-        (1, 2**64, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
-        (1, 2, None, None, False, "n", SpanKind.SERVER, -5, 2, None, {}, 0, (), 0, (), 0),
-        (1, 2, None, None, 1, "n", SpanKind.SERVER, 1, 2, None, {}, 0, (), 0, (), 0),
-        (1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, {1: 2}, 0, (), 0, (), 0),
-        (1, 2, None, None, False, "n", SpanKind.SERVER, 1, 2, None, [], 0, (), 0, (), 0),
-        (1, 2, None, None, False, "n", SpanKind.SERVER, 1.5, 2, None, {}, 0, (), 0, (), 0),
+        (None,) * 19,
+        ("x",) * 19,
+        WELL_FORMED,  # without the sampled flag, resource and scope
+        _with(6, None),  # kind unknown
+        _with(0, -1),
+        _with(0, 2**128),
+        _with(1, 2**64),
+        _with(7, -5),
+        _with(4, 1),
+        _with(10, {1: 2}),
+        _with(10, []),
+        _with(7, 1.5),
     ],
 )
 def test_malformed_fields_are_declined_without_raising(fields: Any) -> None:
@@ -246,3 +262,76 @@ def test_an_ordered_dict_is_read_in_its_own_order_not_its_dicts() -> None:
     assert encoded is not None
     assert encoded == _otlp._python_span(fields)
     assert encoded.index(b"\x0a\x01c") < encoded.index(b"\x0a\x01a")  # c before a, as iterated
+
+
+# -- joining the export queue ---------------------------------------------------------------------
+
+
+def _spans_of_origins() -> list[ReadableSpan]:
+    """Finished spans of three resources and four scopes each: equal scopes and resources that
+    are distinct objects, schema URLs on a scope and on a resource, a scope with attributes."""
+    spans = []
+    providers = [
+        TracerProvider(resource=Resource.create({"service.name": "one"})),
+        TracerProvider(resource=Resource({"service.name": "two"}, schema_url="https://s/1")),
+        TracerProvider(resource=Resource.create({"service.name": "one"})),  # equal to the first
+    ]
+    for number, provider in enumerate(providers):
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracers = [
+            provider.get_tracer("a", "1.0"),
+            provider.get_tracer("b", schema_url="https://s/2"),
+            provider.get_tracer("c", attributes={"scope.n": number}),
+            provider.get_tracer("a", "1.0"),
+        ]
+        for index, tracer in enumerate(tracers):
+            tracer.start_span(f"s{number}.{index}", attributes={"n": index}).end()
+        spans.extend(exporter.get_finished_spans())
+        provider.shutdown()
+    return spans
+
+
+ORIGIN_SPANS = _spans_of_origins()
+
+
+def _queue_entries(spans: Sequence[ReadableSpan]) -> list[tuple[int, bytes, Any, Any]]:
+    entries = []
+    for span in spans:
+        encoded = _otlp.encode_span(span)
+        entries.append((len(encoded), encoded, span.resource, span.instrumentation_scope))
+    return entries
+
+
+@given(st.lists(st.sampled_from(ORIGIN_SPANS), max_size=40))
+def test_the_queue_is_joined_in_c_to_the_python_and_sdk_bytes(spans: list[ReadableSpan]) -> None:
+    entries = _queue_entries(spans)
+    joined = _otlp_native.join(entries, _otlp._origin_parts)
+    assert joined is not None
+    assert joined == _otlp.join_encoded_spans((e[2], e[3], e[1]) for e in entries)
+    assert joined == bytes(encode_spans(spans).SerializeToString())
+    assert _otlp.join_queued(entries) == joined
+
+
+def test_more_groups_than_c_keeps_are_joined_in_python_to_the_sdks_bytes() -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "many"}))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for n in range(40):  # 40 scopes: more than the C join's 32 groups
+        provider.get_tracer(f"scope-{n}").start_span("s").end()
+    spans = exporter.get_finished_spans()
+    entries = _queue_entries(spans)
+    assert _otlp_native.join(entries, _otlp._origin_parts) is None
+    assert _otlp.join_queued(entries) == bytes(encode_spans(spans).SerializeToString())
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [(1, "not bytes", None, None), (1, b"x", None), [1, b"x", None, None], b"x"],
+)
+def test_entries_shaped_otherwise_are_joined_in_python(entry: Any) -> None:
+    assert _otlp_native.join([entry], _otlp._origin_parts) is None
+
+
+def test_an_empty_queue_joins_to_an_empty_request() -> None:
+    assert _otlp_native.join([], _otlp._origin_parts) == b""
