@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -19,7 +19,7 @@ from kilostar_otel import _w3c
 from kilostar_otel._calls import wrap
 from kilostar_otel._guard import internal_error
 from kilostar_otel._idcontext import context_from_snapshot, with_own_ids
-from kilostar_otel._internals import ray_tracing_hook_enabled
+from kilostar_otel._internals import ray_tracing_hook_enabled, stamp_attributes
 from kilostar_otel._version import __version__
 from kilostar_otel.integrations.ray._flush import (
     INSTRUMENTATION,
@@ -29,9 +29,6 @@ from kilostar_otel.integrations.ray._flush import (
     tracing_configured,
 )
 from kilostar_otel.integrations.ray._worker import warn_unconfigured
-
-if TYPE_CHECKING:
-    from opentelemetry.util.types import AttributeValue
 
 __all__ = [
     "RAY_TRACE_KWARG",
@@ -145,13 +142,14 @@ class _Runtime:
     actor_id: str = ""
 
 
-def _add_runtime_attributes(attributes: dict[str, AttributeValue], actor: bool) -> None:
-    """Add the call's job, task and actor ids to ``attributes`` (nothing outside Ray)."""
+def _runtime_attributes(actor: bool) -> dict[str, str]:
+    """The call's job, task and actor ids as attributes (none outside Ray)."""
+    attributes: dict[str, str] = {}
     try:
         import ray
 
         if not ray.is_initialized():
-            return  # asking would auto-start a local Ray instance
+            return attributes  # asking would auto-start a local Ray instance
         runtime = _Runtime.context
         if runtime is None:
             runtime = _Runtime.context = ray.get_runtime_context()
@@ -168,6 +166,7 @@ def _add_runtime_attributes(attributes: dict[str, AttributeValue], actor: bool) 
                 attributes["ray.actor_id"] = _Runtime.actor_id
     except Exception as exc:  # attributes are a nicety; the call must run regardless
         internal_error("ray call attributes", exc)
+    return attributes
 
 
 class Target:
@@ -181,7 +180,7 @@ class Target:
         if class_name is not None:
             method = getattr(fn, "__name__", "call")
             self.span_name = f"ray.actor {class_name}.{method}"
-            self.attributes: dict[str, AttributeValue] = {
+            self.attributes: dict[str, str] = {
                 "ray.remote": "actor",
                 "ray.actor_class": class_name,
                 "ray.actor_method": method,
@@ -199,11 +198,11 @@ class Call:
 
     def __init__(self, target: Target, snap: object, ray_carrier: object) -> None:
         ctx, self.nested = call_context(snap, ray_carrier)
-        attributes = dict(target.attributes)
-        _add_runtime_attributes(attributes, target.actor)
-        self.span = _tracer().start_span(
-            target.span_name, context=ctx, kind=SpanKind.CONSUMER, attributes=attributes
-        )
+        self.span = _tracer().start_span(target.span_name, context=ctx, kind=SpanKind.CONSUMER)
+        # Set after the start (samplers see the name, not these): known strings, written at once.
+        attributes = _runtime_attributes(target.actor)
+        attributes.update(target.attributes)
+        stamp_attributes(self.span, attributes)
         self.context = trace.set_span_in_context(self.span, ctx)
 
     def _end(self, exc: BaseException | None) -> bool:
