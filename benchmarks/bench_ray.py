@@ -22,8 +22,8 @@ is all tracing):
   the batch processor: the floor for any delivery scheme).
 
 Calls are sequential (``ray.get(x.remote())``), timed one by one, in blocks with the arms
-alternating; a block's ratio is median(traced) / median(plain), and the ratio reported is the
-median over the blocks. After the timing, every traced call's span is counted at the receiver.
+alternating and a short pause after each block; a block's ratio is median(traced) /
+median(plain), and the ratio reported is the median over the blocks. After the timing, every traced call's span is counted at the receiver.
 ``python -m benchmarks.bench_ray --json out.json`` runs it alone.
 """
 
@@ -89,16 +89,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Settings:
-    """Blocks of calls per arm; warm-up calls per arm."""
+    """Blocks of calls per arm; warm-up calls per arm; the pause after each block (seconds)."""
 
-    blocks: int = 10
-    calls: int = 30
+    blocks: int = 20
+    calls: int = 50
     warmup: int = 30
+    #: An idle moment after each block, as an application has between bursts: a traced arm's
+    #: idle export (50 ms after its last call) runs there, not inside the next arm's block.
+    pause: float = 0.1
 
     @classmethod
     def quick(cls) -> Settings:
         """A smoke run: one short block."""
-        return cls(blocks=1, calls=5, warmup=3)
+        return cls(blocks=1, calls=5, warmup=3, pause=0.0)
 
 
 def noop() -> None:
@@ -206,6 +209,7 @@ def _measure(settings: Settings, endpoint: str, quiet: bool) -> dict[str, Any]:
                     for arm in order:
                         times[arm].append(_timed(arms[arm], settings.calls))
                         made[arm] += settings.calls
+                        time.sleep(settings.pause)
                     if not quiet:
                         medians = {a: statistics.median(times[a][-1]) * 1e3 for a in ARMS}
                         print(

@@ -641,7 +641,10 @@ def _ray_section(ray: dict[str, Any]) -> list[str]:
         "and are made one at a time (`ray.get(x.remote())`), timed one by one, "
         f"{settings['blocks']} blocks of {settings['calls']} calls per arm with the arms "
         "alternating (after "
-        f"{settings['warmup']} warm-up calls); the ratio is the median over the blocks of "
+        f"{settings['warmup']} warm-up calls) and a pause of "
+        f"{settings.get('pause', 0) * 1e3:.0f} ms after each block (an application's idle "
+        "moment between bursts: a traced arm's idle export runs there, not inside the next "
+        "arm's block); the ratio is the median over the blocks of "
         "median(traced) ÷ median(plain). Then every traced call's span is counted at the "
         "receiver. `KILOSTAR_OTEL_RAY_FLUSH` says when a call's spans are exported: `idle` (the "
         "default) once the worker has had no call for 50 ms, `after` as the call ends (while "
@@ -677,7 +680,10 @@ NOTES = [
     "floats: nearly every span. It writes the span without the interpreter, so encoding no "
     "longer competes with the application for the GIL. Every other span, and every span where "
     "the package was installed without a C compiler, is written by the same encoder in Python, "
-    "to the same bytes (tested on drawn spans: C, Python and the SDK's encoder agree).",
+    "to the same bytes (tested on drawn spans: C, Python and the SDK's encoder agree). The "
+    "export thread joins a batch in C too: one copy of each span's bytes into the request, "
+    "grouped by resource and scope as the SDK groups them, so the export thread holds the GIL "
+    "for well under a microsecond per span.",
     "- The queue holds 8,192 spans and a batch 1,024 (the SDK's defaults: 2,048 and 512): "
     "larger batches halve the cost per export request (in the application and in the "
     "collector), and the room absorbs the gaps while a batch is on the wire; the schedule "
