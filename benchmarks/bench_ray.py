@@ -23,8 +23,9 @@ is all tracing):
 
 Calls are sequential (``ray.get(x.remote())``), timed one by one, in blocks with the arms
 alternating and a short pause after each block; a block's ratio is median(traced) /
-median(plain), and the ratio reported is the median over the blocks. After the timing, every traced call's span is counted at the receiver.
-``python -m benchmarks.bench_ray --json out.json`` runs it alone.
+median(plain), and the ratio reported is the median over the blocks. After the timing, every
+traced call's span is counted at the receiver. ``python -m benchmarks.bench_ray --json out.json``
+runs it alone.
 """
 
 from __future__ import annotations
