@@ -21,9 +21,11 @@ is all tracing):
 - ``traced_actor_no_flush``: the same with ``KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0`` (spans left to
   the batch processor: the floor for any delivery scheme).
 
-Calls are sequential (``ray.get(x.remote())``), timed one by one, in blocks with the arms
-alternating and a short pause after each block; a block's ratio is median(traced) /
-median(plain), and the ratio reported is the median over the blocks. After the timing, every
+Calls are sequential (``ray.get(x.remote())``) and timed one by one, in runs of a few calls per
+arm, one run per arm in a round (the order reversed every other round), so a change in the
+machine's speed reaches every arm alike while each arm's calls still follow each other. A block
+of rounds gives each arm's median, a block's ratio is median(traced) / median(plain), and the
+ratio reported is the median over the blocks. After the timing, every
 traced call's span is counted at the receiver. ``python -m benchmarks.bench_ray --json out.json``
 runs it alone.
 """
@@ -43,7 +45,7 @@ from typing import Any
 
 from benchmarks.capacity import write_results
 
-__all__ = ["ARMS", "PAIRS", "Settings", "run"]
+__all__ = ["ARMS", "PAIRS", "ROUND", "Settings", "run"]
 
 ARMS = (
     "plain_actor",
@@ -55,6 +57,19 @@ ARMS = (
     "plain_task",
     "plain_task_ctx",
     "traced_task",
+)
+#: The order of a round. The ``after`` arm exports as its last call returns: its neighbours in
+#: either direction (the rounds alternate) are itself and arms no target is about.
+ROUND = (
+    "plain_actor",
+    "plain_actor_ctx",
+    "traced_actor",
+    "plain_task",
+    "plain_task_ctx",
+    "traced_task",
+    "traced_actor_no_flush",
+    "traced_actor_wait",
+    "traced_actor_after",
 )
 #: (traced arm, its plain baseline): the ratios reported.
 PAIRS = (
@@ -90,19 +105,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Settings:
-    """Blocks of calls per arm; warm-up calls per arm; the pause after each block (seconds)."""
+    """Blocks; calls per arm and block, in runs of ``run`` calls; warm-up calls per arm."""
 
     blocks: int = 20
     calls: int = 50
+    run: int = 10
     warmup: int = 30
-    #: An idle moment after each block, as an application has between bursts: a traced arm's
-    #: idle export (50 ms after its last call) runs there, not inside the next arm's block.
-    pause: float = 0.1
 
     @classmethod
     def quick(cls) -> Settings:
         """A smoke run: one short block."""
-        return cls(blocks=1, calls=5, warmup=3, pause=0.0)
+        return cls(blocks=1, calls=5, run=5, warmup=3)
 
 
 def noop() -> None:
@@ -180,6 +193,17 @@ def _timed(call: Callable[[], Any], count: int) -> list[float]:
     return times
 
 
+def _block(arms: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, list[float]]:
+    """One block: rounds of a run of timed calls per arm (the order reversed every other round),
+    until every arm has made ``settings.calls`` calls."""
+    order = [arm for arm in ROUND if arm in arms]
+    times: dict[str, list[float]] = {arm: [] for arm in order}
+    for index in range(-(-settings.calls // settings.run)):
+        for arm in order if index % 2 == 0 else reversed(order):
+            times[arm] += _timed(arms[arm], min(settings.run, settings.calls - len(times[arm])))
+    return times
+
+
 def _measure(settings: Settings, endpoint: str, quiet: bool) -> dict[str, Any]:
     """In this process: start the cluster, time every arm, return the figures."""
     from kilostar_otel import configure, request_id_scope, workflow
@@ -206,11 +230,9 @@ def _measure(settings: Settings, endpoint: str, quiet: bool) -> dict[str, Any]:
                     _timed(call, settings.warmup)
                     made[arm] += settings.warmup
                 for block in range(settings.blocks):
-                    order = list(ARMS) if block % 2 == 0 else list(reversed(ARMS))
-                    for arm in order:
-                        times[arm].append(_timed(arms[arm], settings.calls))
+                    for arm, timed in _block(arms, settings).items():
+                        times[arm].append(timed)
                         made[arm] += settings.calls
-                        time.sleep(settings.pause)
                     if not quiet:
                         medians = {a: statistics.median(times[a][-1]) * 1e3 for a in ARMS}
                         print(

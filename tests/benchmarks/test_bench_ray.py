@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from benchmarks.bench_ray import ARMS, SERVICES, Settings, run, summary
+from benchmarks.bench_ray import ARMS, ROUND, SERVICES, Settings, run, summary
 from benchmarks.report import build_report, render_markdown, render_text, write_chart
 
 pytestmark = pytest.mark.ray
 
 
 def test_a_quick_ray_run_times_every_arm_and_delivers_the_traced_spans(tmp_path: Path) -> None:
+    assert sorted(ROUND) == sorted(ARMS)  # a round calls every arm once
     settings = Settings.quick()
     results = run(settings, quiet=True)
     calls = settings.warmup + settings.blocks * settings.calls
