@@ -32,7 +32,7 @@ def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         [sys.executable, "-m", "kilostar_otel.cli", "demo", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env=environment,
     )
 

@@ -181,12 +181,13 @@ class _Server:
         self._socket.close()
 
 
-async def _send(url: str) -> list[_Call]:
+async def _send(url: str, read_timeout: float) -> list[_Call]:
     import httpx
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     results: list[_Call] = []
-    async with httpx.AsyncClient(base_url=url, timeout=15) as client:
+    timeout = httpx.Timeout(15, read=read_timeout)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
         HTTPXClientInstrumentor.instrument_client(client)
         for call in _CALLS:
             if call.sent_request_id is None:
@@ -325,7 +326,7 @@ def run_demo(
         server.start()
         print(f"kilostar-otel demo: app on {server.url}, spans to {where}", file=out)
         try:
-            calls = asyncio.run(_send(server.url))
+            calls = asyncio.run(_send(server.url, _RAY_READ_TIMEOUT if args.ray else 15))
         finally:
             server.stop()
         telemetry.force_flush()
@@ -359,6 +360,10 @@ def run_demo(
         telemetry.shutdown()
         if receiver is not None:
             receiver.stop()
+
+
+# Ray starts a worker process for the first steps, which a loaded machine can take long to do.
+_RAY_READ_TIMEOUT = 180.0
 
 
 def _start_ray(
