@@ -84,9 +84,8 @@ try:
 
     _otlp_native.setup(tuple(SpanKind), attribute_items, DEFAULT_TRACE_STATE)
     _native_encode: Callable[[tuple[Any, ...]], bytes | None] | None = _otlp_native.encode
-    _native_join: Callable[[list[Any], Callable[[Any, Any], Any]], bytes | None] | None = (
-        _otlp_native.join
-    )
+    _Parts = Callable[[Any], tuple[bytes, bytes]]
+    _native_join: Callable[[list[Any], _Parts, _Parts], bytes | None] | None = _otlp_native.join
 except Exception:  # pragma: no cover - not built (no C compiler), or built from older source
     _native_encode = None  # (tests/otlp/test_native_encoder.py fails the suite for either)
     _native_join = None
@@ -383,16 +382,21 @@ class EncodedSpans:
         return self.count
 
 
-def _origin_parts(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
-    """The encoded fields around one group's spans: the ``ResourceSpans`` resource, the
-    ``ScopeSpans`` scope, the scope's ``schema_url`` and the resource's ``schema_url``."""
-    schema_url = scope.schema_url if scope is not None else None
+def _resource_parts(resource: Any) -> tuple[bytes, bytes]:
+    """The encoded fields of a ``ResourceSpans`` around its scopes: the resource and its
+    ``schema_url`` (empty when it has none)."""
+    schema_url = resource.schema_url
     return (
         _field(b"\x0a", _attributes(b"\x0a", resource.attributes)),
-        _scope(scope),
         _string(b"\x1a", schema_url) if schema_url else b"",
-        _string(b"\x1a", resource.schema_url) if resource.schema_url else b"",
     )
+
+
+def _scope_parts(scope: Any) -> tuple[bytes, bytes]:
+    """The encoded fields of a ``ScopeSpans`` around its spans: the scope and its
+    ``schema_url`` (empty when it has none)."""
+    schema_url = scope.schema_url if scope is not None else None
+    return _scope(scope), _string(b"\x1a", schema_url) if schema_url else b""
 
 
 def join_encoded_spans(entries: Iterable[tuple[Any, Any, bytes]]) -> bytes:
@@ -417,15 +421,13 @@ def join_encoded_spans(entries: Iterable[tuple[Any, Any, bytes]]) -> bytes:
         spans.append(encoded)
     out = []
     for resource, resource_scopes, encoded_scopes in zip(resources, scopes, grouped, strict=True):
-        body = b""
+        resource_field, resource_schema = _resource_parts(resource)
+        body = [resource_field]
         for scope, scope_spans in zip(resource_scopes, encoded_scopes, strict=True):
-            resource_field, scope_field, scope_schema, resource_schema = _origin_parts(
-                resource, scope
-            )
-            if not body:
-                body = resource_field
-            body += _field(b"\x12", scope_field + b"".join(scope_spans) + scope_schema)
-        out.append(_field(b"\x0a", body + resource_schema))
+            scope_field, scope_schema = _scope_parts(scope)
+            body.append(_field(b"\x12", scope_field + b"".join(scope_spans) + scope_schema))
+        body.append(resource_schema)
+        out.append(_field(b"\x0a", b"".join(body)))
     return b"".join(out)
 
 
@@ -433,7 +435,7 @@ def join_queued(entries: list[tuple[int, Any, Any, Any]]) -> bytes:
     """:func:`join_encoded_spans` for the export queue's ``(size, encoded span, resource,
     scope)`` entries: in C when the extension was built (one copy of each span's bytes)."""
     if _native_join is not None:
-        joined = _native_join(entries, _origin_parts)
+        joined = _native_join(entries, _resource_parts, _scope_parts)
         if joined is not None:
             return joined
     return join_encoded_spans((entry[2], entry[3], entry[1]) for entry in entries)

@@ -569,20 +569,20 @@ encode(PyObject *Py_UNUSED(module), PyObject *fields)
     return result;
 }
 
-/* join(entries, origin): the queue's (size, encoded span, resource, scope) entries as one
- * ExportTraceServiceRequest, grouped as _otlp.join_encoded_spans groups them: resources in the
- * order first seen (equal ones together), scopes likewise within a resource, spans in entry order.
- * origin(resource, scope) gives the encoded parts around a group's spans: (the ResourceSpans
- * resource field, the ScopeSpans scope field, the scope's schema_url field, the resource's
- * schema_url field), asked once per group. None for entries shaped otherwise, or for more groups
- * than MAX_GROUPS: the Python join handles those. */
+/* join(entries, resource_parts, scope_parts): the queue's (size, encoded span, resource, scope)
+ * entries as one ExportTraceServiceRequest, grouped as _otlp.join_encoded_spans groups them:
+ * resources in the order first seen (equal ones together), scopes likewise within a resource,
+ * spans in entry order. resource_parts(resource) gives the encoded fields around a resource's
+ * scopes (the resource, its schema_url), asked once per resource; scope_parts(scope) those around
+ * a scope's spans (the scope, its schema_url), once per group. None for entries shaped otherwise,
+ * or for more groups than MAX_GROUPS: the Python join handles those. */
 #define MAX_GROUPS 32
 
 typedef struct {
     PyObject *resource; /* borrowed from the entries */
     PyObject *scope;
     int resource_group; /* index into resources */
-    PyObject *parts;    /* origin()'s 4-tuple (owned), for the group's first (resource, scope) */
+    PyObject *parts;    /* scope_parts()'s 2-tuple (owned) */
     Py_ssize_t spans_size;
     Py_ssize_t body_size; /* ScopeSpans body */
 } ScopeGroup;
@@ -666,11 +666,31 @@ find_group(ScopeGroup *groups, int *group_count, PyObject **resources, int *reso
     return g;
 }
 
+/* parts_of(resource or scope): a new reference to its 2-tuple of bytes; NULL with an error set. */
+static PyObject *
+two_parts(PyObject *parts_of, PyObject *origin)
+{
+    PyObject *parts = PyObject_CallOneArg(parts_of, origin);
+    if (parts == NULL) {
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 2
+        || !PyBytes_CheckExact(PyTuple_GET_ITEM(parts, 0))
+        || !PyBytes_CheckExact(PyTuple_GET_ITEM(parts, 1))) {
+        Py_DECREF(parts);
+        PyErr_SetString(PyExc_TypeError, "resource_parts() and scope_parts() must return a tuple "
+                                         "of 2 bytes");
+        return NULL;
+    }
+    return parts;
+}
+
 static PyObject *
 join(PyObject *Py_UNUSED(module), PyObject *arguments)
 {
-    PyObject *entries, *origin;
-    if (!PyArg_ParseTuple(arguments, "O!O:join", &PyList_Type, &entries, &origin)) {
+    PyObject *entries, *resource_parts_of, *scope_parts_of;
+    if (!PyArg_ParseTuple(arguments, "O!OO:join", &PyList_Type, &entries, &resource_parts_of,
+                          &scope_parts_of)) {
         return NULL;
     }
     Py_ssize_t count = PyList_GET_SIZE(entries);
@@ -686,6 +706,8 @@ join(PyObject *Py_UNUSED(module), PyObject *arguments)
         return PyErr_NoMemory();
     }
     PyObject *result = NULL;
+    PyObject *resource_parts[MAX_GROUPS];
+    int parts_count = 0; /* resource_parts filled */
     int last = -1;
     for (Py_ssize_t n = 0; n < count; n++) {
         PyObject *entry = PyList_GET_ITEM(entries, n);
@@ -730,44 +752,31 @@ join(PyObject *Py_UNUSED(module), PyObject *arguments)
         group_of[n] = (unsigned char)g;
         groups[g].spans_size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 1));
     }
-    /* The parts around each group, and the sizes. */
+    /* The parts around each resource and each group, and the sizes. */
     Py_ssize_t resource_body[MAX_GROUPS];
     for (int r = 0; r < resource_count; r++) {
-        resource_body[r] = 0;
-    }
-    for (int g = 0; g < group_count; g++) {
-        PyObject *parts = PyObject_CallFunctionObjArgs(origin, groups[g].resource, groups[g].scope,
-                                                       NULL);
+        PyObject *parts = two_parts(resource_parts_of, resources[r]);
         if (parts == NULL) {
             goto done;
         }
-        groups[g].parts = parts;
-        if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 4) {
-            PyErr_SetString(PyExc_TypeError, "origin() must return a tuple of 4 bytes");
+        resource_parts[parts_count++] = parts;
+        resource_body[r] = PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 0))
+                           + PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 1));
+    }
+    for (int g = 0; g < group_count; g++) {
+        PyObject *parts = two_parts(scope_parts_of, groups[g].scope);
+        if (parts == NULL) {
             goto done;
         }
-        for (int k = 0; k < 4; k++) {
-            if (!PyBytes_CheckExact(PyTuple_GET_ITEM(parts, k))) {
-                PyErr_SetString(PyExc_TypeError, "origin() must return a tuple of 4 bytes");
-                goto done;
-            }
-        }
         ScopeGroup *group = &groups[g];
-        group->body_size = PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 1)) + group->spans_size
-                           + PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 2));
+        group->parts = parts;
+        group->body_size = PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 0)) + group->spans_size
+                           + PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 1));
         resource_body[group->resource_group] +=
             1 + varint_size((uint64_t)group->body_size) + group->body_size;
     }
-    /* The first group of each resource gives that resource's own parts. */
-    int first_group[MAX_GROUPS];
-    for (int g = group_count - 1; g >= 0; g--) {
-        first_group[groups[g].resource_group] = g;
-    }
     Py_ssize_t total = 0;
     for (int r = 0; r < resource_count; r++) {
-        PyObject *parts = groups[first_group[r]].parts;
-        resource_body[r] += PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 0))
-                            + PyBytes_GET_SIZE(PyTuple_GET_ITEM(parts, 3));
         total += 1 + varint_size((uint64_t)resource_body[r]) + resource_body[r];
     }
     PyObject *joined = PyBytes_FromStringAndSize(NULL, total);
@@ -776,28 +785,30 @@ join(PyObject *Py_UNUSED(module), PyObject *arguments)
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(joined);
     for (int r = 0; r < resource_count; r++) {
-        PyObject *resource_parts = groups[first_group[r]].parts;
         out = write_header(out, 0x0a, (uint64_t)resource_body[r]); /* resource_spans */
-        out = write_bytes(out, PyTuple_GET_ITEM(resource_parts, 0));
+        out = write_bytes(out, PyTuple_GET_ITEM(resource_parts[r], 0));
         for (int g = 0; g < group_count; g++) {
             if (groups[g].resource_group != r) {
                 continue;
             }
             out = write_header(out, 0x12, (uint64_t)groups[g].body_size); /* scope_spans */
-            out = write_bytes(out, PyTuple_GET_ITEM(groups[g].parts, 1));
+            out = write_bytes(out, PyTuple_GET_ITEM(groups[g].parts, 0));
             for (Py_ssize_t n = 0; n < count; n++) {
                 if (group_of[n] == g) {
                     out = write_bytes(out, PyTuple_GET_ITEM(PyList_GET_ITEM(entries, n), 1));
                 }
             }
-            out = write_bytes(out, PyTuple_GET_ITEM(groups[g].parts, 2));
+            out = write_bytes(out, PyTuple_GET_ITEM(groups[g].parts, 1));
         }
-        out = write_bytes(out, PyTuple_GET_ITEM(resource_parts, 3));
+        out = write_bytes(out, PyTuple_GET_ITEM(resource_parts[r], 1));
     }
     result = joined;
 done:
     for (int g = 0; g < group_count; g++) {
         Py_XDECREF(groups[g].parts);
+    }
+    for (int r = 0; r < parts_count; r++) {
+        Py_DECREF(resource_parts[r]);
     }
     PyMem_Free(group_of);
     return result;
@@ -832,10 +843,11 @@ static PyMethodDef methods[] = {
      "encode(fields) -> bytes | None\n\nThe span_wire_fields() tuple of a common span as its "
      "ScopeSpans.spans field; None for a span only the Python encoder handles."},
     {"join", join, METH_VARARGS,
-     "join(entries, origin) -> bytes | None\n\nThe queue's (size, encoded span, resource, scope) "
-     "entries as one serialized ExportTraceServiceRequest, grouped by resource and scope; "
-     "origin(resource, scope) gives the encoded parts around a group. None for entries shaped "
-     "otherwise or too many groups."},
+     "join(entries, resource_parts, scope_parts) -> bytes | None\n\nThe queue's (size, encoded "
+     "span, resource, scope) entries as one serialized ExportTraceServiceRequest, grouped by "
+     "resource and scope; resource_parts(resource) and scope_parts(scope) give the encoded fields "
+     "around a resource's scopes and a scope's spans. None for entries shaped otherwise or too "
+     "many groups."},
     {"setup", setup, METH_VARARGS,
      "setup(kinds, attribute_items, empty_trace_state)\n\nThe SpanKind members INTERNAL..CONSUMER "
      "(compared by identity), how to read a mapping of attributes that is not a dict, and the "

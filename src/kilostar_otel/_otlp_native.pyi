@@ -9,11 +9,16 @@ def encode(fields: tuple[Any, ...], /) -> bytes | None:
     """The ``span_wire_fields()`` tuple of a common span as its ``ScopeSpans.spans`` field;
     None for a span only the Python encoder handles."""
 
-def join(entries: list[Any], origin: Callable[[Any, Any], Any], /) -> bytes | None:
+def join(
+    entries: list[Any],
+    resource_parts: Callable[[Any], tuple[bytes, bytes]],
+    scope_parts: Callable[[Any], tuple[bytes, bytes]],
+    /,
+) -> bytes | None:
     """The export queue's ``(size, encoded span, resource, scope)`` entries as one serialized
-    ``ExportTraceServiceRequest``, grouped by resource and scope; ``origin(resource, scope)``
-    gives the encoded fields around a group. None for entries shaped otherwise, or too many
-    groups."""
+    ``ExportTraceServiceRequest``, grouped by resource and scope; ``resource_parts(resource)``
+    and ``scope_parts(scope)`` give the encoded fields around a resource's scopes and a scope's
+    spans. None for entries shaped otherwise, or too many groups."""
 
 def setup(
     kinds: tuple[Any, ...], attribute_items: Callable[[Any], Any], empty_trace_state: object, /

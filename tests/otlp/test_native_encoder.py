@@ -293,6 +293,7 @@ def _spans_of_origins() -> list[ReadableSpan]:
 
 
 ORIGIN_SPANS = _spans_of_origins()
+PARTS = (_otlp._resource_parts, _otlp._scope_parts)
 
 
 def _queue_entries(spans: Sequence[ReadableSpan]) -> list[tuple[int, bytes, Any, Any]]:
@@ -306,7 +307,7 @@ def _queue_entries(spans: Sequence[ReadableSpan]) -> list[tuple[int, bytes, Any,
 @given(st.lists(st.sampled_from(ORIGIN_SPANS), max_size=40))
 def test_the_queue_is_joined_in_c_to_the_python_and_sdk_bytes(spans: list[ReadableSpan]) -> None:
     entries = _queue_entries(spans)
-    joined = _otlp_native.join(entries, _otlp._origin_parts)
+    joined = _otlp_native.join(entries, *PARTS)
     assert joined is not None
     assert joined == _otlp.join_encoded_spans((e[2], e[3], e[1]) for e in entries)
     assert joined == bytes(encode_spans(spans).SerializeToString())
@@ -321,7 +322,7 @@ def test_more_groups_than_c_keeps_are_joined_in_python_to_the_sdks_bytes() -> No
         provider.get_tracer(f"scope-{n}").start_span("s").end()
     spans = exporter.get_finished_spans()
     entries = _queue_entries(spans)
-    assert _otlp_native.join(entries, _otlp._origin_parts) is None
+    assert _otlp_native.join(entries, *PARTS) is None
     assert _otlp.join_queued(entries) == bytes(encode_spans(spans).SerializeToString())
 
 
@@ -330,8 +331,37 @@ def test_more_groups_than_c_keeps_are_joined_in_python_to_the_sdks_bytes() -> No
     [(1, "not bytes", None, None), (1, b"x", None), [1, b"x", None, None], b"x"],
 )
 def test_entries_shaped_otherwise_are_joined_in_python(entry: Any) -> None:
-    assert _otlp_native.join([entry], _otlp._origin_parts) is None
+    assert _otlp_native.join([entry], *PARTS) is None
 
 
 def test_an_empty_queue_joins_to_an_empty_request() -> None:
-    assert _otlp_native.join([], _otlp._origin_parts) == b""
+    assert _otlp_native.join([], *PARTS) == b""
+
+
+def test_each_resource_and_each_scope_is_encoded_once_per_batch() -> None:
+    resources: list[Any] = []
+    scopes: list[Any] = []
+
+    def resource_parts(resource: Any) -> tuple[bytes, bytes]:
+        resources.append(resource)
+        return _otlp._resource_parts(resource)
+
+    def scope_parts(scope: Any) -> tuple[bytes, bytes]:
+        scopes.append(scope)
+        return _otlp._scope_parts(scope)
+
+    spans = ORIGIN_SPANS * 3
+    joined = _otlp_native.join(_queue_entries(spans), resource_parts, scope_parts)
+    assert joined == bytes(encode_spans(spans).SerializeToString())
+    distinct_resources = {span.resource for span in spans}
+    assert len(resources) == len(distinct_resources)
+    assert len(scopes) == len({(s.resource, s.instrumentation_scope) for s in spans})
+
+
+@pytest.mark.parametrize("parts", [(b"x",), (b"x", "y"), [b"x", b"y"], None])
+def test_parts_shaped_otherwise_are_a_type_error(parts: Any) -> None:
+    entries = _queue_entries(ORIGIN_SPANS[:1])
+    with pytest.raises(TypeError, match="tuple of 2 bytes"):
+        _otlp_native.join(entries, lambda _: parts, _otlp._scope_parts)
+    with pytest.raises(TypeError, match="tuple of 2 bytes"):
+        _otlp_native.join(entries, _otlp._resource_parts, lambda _: parts)
