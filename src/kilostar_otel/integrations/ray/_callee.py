@@ -142,14 +142,13 @@ class _Runtime:
     actor_id: str = ""
 
 
-def _runtime_attributes(actor: bool) -> dict[str, str]:
-    """The call's job, task and actor ids as attributes (none outside Ray)."""
-    attributes: dict[str, str] = {}
+def _add_runtime_attributes(attributes: dict[str, str], actor: bool) -> None:
+    """Add the call's job, task and actor ids to ``attributes`` (none outside Ray)."""
     try:
         import ray
 
         if not ray.is_initialized():
-            return attributes  # asking would auto-start a local Ray instance
+            return  # asking would auto-start a local Ray instance
         runtime = _Runtime.context
         if runtime is None:
             runtime = _Runtime.context = ray.get_runtime_context()
@@ -166,7 +165,6 @@ def _runtime_attributes(actor: bool) -> dict[str, str]:
                 attributes["ray.actor_id"] = _Runtime.actor_id
     except Exception as exc:  # attributes are a nicety; the call must run regardless
         internal_error("ray call attributes", exc)
-    return attributes
 
 
 class Target:
@@ -200,8 +198,8 @@ class Call:
         ctx, self.nested = call_context(snap, ray_carrier)
         self.span = _tracer().start_span(target.span_name, context=ctx, kind=SpanKind.CONSUMER)
         # Set after the start (samplers see the name, not these): known strings, written at once.
-        attributes = _runtime_attributes(target.actor)
-        attributes.update(target.attributes)
+        attributes = target.attributes.copy()
+        _add_runtime_attributes(attributes, target.actor)
         stamp_attributes(self.span, attributes)
         self.context = trace.set_span_in_context(self.span, ctx)
 
