@@ -14,6 +14,8 @@ is all tracing):
 - ``traced_actor`` / ``traced_task``: ``kilostar_otel.integrations.ray.remote`` with its
   defaults (``KILOSTAR_OTEL_RAY_FLUSH=idle``: spans are exported once the worker has been idle
   for a moment, before Ray could reap it, and on a graceful exit);
+- ``plain_actor_arg`` / ``traced_actor_arg``: the same plain and traced actor calls with one
+  positional string argument, as most calls have: the snapshot is then a second argument;
 - ``traced_actor_after``: ``KILOSTAR_OTEL_RAY_FLUSH=after``: the export starts when the call
   ends and runs while the result goes back, off the caller's path;
 - ``traced_actor_wait``: ``KILOSTAR_OTEL_RAY_FLUSH=wait``: the call waits until its spans are
@@ -51,6 +53,8 @@ ARMS = (
     "plain_actor",
     "plain_actor_ctx",
     "traced_actor",
+    "plain_actor_arg",
+    "traced_actor_arg",
     "traced_actor_after",
     "traced_actor_wait",
     "traced_actor_no_flush",
@@ -64,6 +68,8 @@ ROUND = (
     "plain_actor",
     "plain_actor_ctx",
     "traced_actor",
+    "plain_actor_arg",
+    "traced_actor_arg",
     "plain_task",
     "plain_task_ctx",
     "traced_task",
@@ -75,6 +81,7 @@ ROUND = (
 PAIRS = (
     ("plain_actor_ctx", "plain_actor"),
     ("traced_actor", "plain_actor"),
+    ("traced_actor_arg", "plain_actor_arg"),
     ("traced_actor_after", "plain_actor"),
     ("traced_actor_wait", "plain_actor"),
     ("traced_actor_no_flush", "plain_actor"),
@@ -85,6 +92,8 @@ LABELS = {
     "plain_actor": "plain Ray actor call",
     "plain_actor_ctx": "plain Ray actor call carrying a snapshot (one keyword argument)",
     "traced_actor": "traced actor call (defaults: export when idle)",
+    "plain_actor_arg": "plain Ray actor call with one argument",
+    "traced_actor_arg": "traced actor call with one argument (defaults)",
     "traced_actor_after": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH=after",
     "traced_actor_wait": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH=wait",
     "traced_actor_no_flush": "traced actor call, KILOSTAR_OTEL_RAY_FLUSH_TIMEOUT=0",
@@ -95,6 +104,7 @@ LABELS = {
 #: ``service.name`` of the workers of each traced arm (counted at the receiver).
 SERVICES = {
     "traced_actor": "ray-bench-traced-actor",
+    "traced_actor_arg": "ray-bench-traced-arg",
     "traced_actor_after": "ray-bench-traced-after",
     "traced_actor_wait": "ray-bench-traced-wait",
     "traced_actor_no_flush": "ray-bench-no-flush",
@@ -132,6 +142,9 @@ class Echo:
     def noop(self) -> None:
         """Nothing."""
 
+    def one(self, item: str) -> None:
+        """Nothing, with one argument."""
+
 
 class EchoCtx:
     """The actor whose method takes the snapshot keyword and does nothing with it."""
@@ -153,6 +166,7 @@ def _arms(endpoint: str) -> dict[str, Callable[[], Any]]:
     plain_actor = ray.remote(Echo).remote()
     plain_actor_ctx = ray.remote(EchoCtx).remote()
     traced_actor = kray.remote(Echo).options(runtime_env=env(SERVICES["traced_actor"])).remote()
+    traced_arg = kray.remote(Echo).options(runtime_env=env(SERVICES["traced_actor_arg"])).remote()
     after, wait = (
         kray.remote(Echo)
         .options(runtime_env=env(SERVICES[f"traced_actor_{mode}"], **{kray.FLUSH_MODE_ENV: mode}))
@@ -173,6 +187,8 @@ def _arms(endpoint: str) -> dict[str, Callable[[], Any]]:
         "plain_actor": plain_actor.noop.remote,
         "plain_actor_ctx": lambda: plain_actor_ctx.noop.remote(_kilostar_ctx=snapshot()),
         "traced_actor": traced_actor.noop.remote,
+        "plain_actor_arg": lambda: plain_actor.one.remote("item"),
+        "traced_actor_arg": lambda: traced_arg.one.remote("item"),
         "traced_actor_after": after.noop.remote,
         "traced_actor_wait": wait.noop.remote,
         "traced_actor_no_flush": no_flush.noop.remote,

@@ -109,7 +109,13 @@ APP_TARGETS = (
 )
 RAY_RATIO_TARGET = 1.3
 #: Traced Ray arms whose spans must all arrive (the no-flush arm shows what is lost without).
-RAY_DELIVERING = ("traced_actor", "traced_actor_after", "traced_actor_wait", "traced_task")
+RAY_DELIVERING = (
+    "traced_actor",
+    "traced_actor_arg",
+    "traced_actor_after",
+    "traced_actor_wait",
+    "traced_task",
+)
 #: The arms with kilostar-otel's defaults: the ones the ratio target is about.
 RAY_DEFAULTS = ("traced_actor", "traced_task")
 TIGHT_RATE_TARGET = 0.85
@@ -654,7 +660,9 @@ def _ray_section(ray: dict[str, Any]) -> list[str]:
         "snapshot* arms are plain Ray calls to a method or function that takes the "
         "`_kilostar_ctx` keyword, called with `snapshot()`, without tracing: what Ray itself "
         "charges for a call that carries any argument (a call with none skips Ray's argument "
-        "handling), the floor for tracing that travels with the call.",
+        "handling), the floor for tracing that travels with the call. The *with one argument* "
+        "arms call a method that takes one string, as most calls do: Ray's argument handling is "
+        "then in both arms, and the snapshot is a second argument.",
         "",
         _markdown_table(RAY_HEADER, _ray_table(ray)),
     ]

@@ -23,6 +23,7 @@ def test_a_quick_ray_run_times_every_arm_and_delivers_the_traced_spans(tmp_path:
         assert [len(block) for block in results["times"][arm]] == [settings.calls]
     # The arms that promise delivery delivered every span; the no-flush arm is only reported.
     assert results["delivered"]["traced_actor"] == calls
+    assert results["delivered"]["traced_actor_arg"] == calls
     assert results["delivered"]["traced_task"] == calls
     assert set(results["delivered"]) == set(SERVICES)
     brief = summary(results)
