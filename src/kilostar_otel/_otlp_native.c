@@ -579,8 +579,7 @@ encode(PyObject *Py_UNUSED(module), PyObject *fields)
 #define MAX_GROUPS 32
 
 typedef struct {
-    PyObject *resource; /* borrowed from the entries */
-    PyObject *scope;
+    PyObject *scope;    /* borrowed from the entries */
     int resource_group; /* index into resources */
     PyObject *parts;    /* scope_parts()'s 2-tuple (owned) */
     Py_ssize_t spans_size;
@@ -657,7 +656,6 @@ find_group(ScopeGroup *groups, int *group_count, PyObject **resources, int *reso
         return -2;
     }
     int g = (*group_count)++;
-    groups[g].resource = resource;
     groups[g].scope = scope;
     groups[g].resource_group = r;
     groups[g].parts = NULL;
