@@ -181,12 +181,18 @@ class _Server:
         self._socket.close()
 
 
+#: Seconds a demo request may take to connect, and to be answered (with ``--ray``, Ray starts a
+#: worker process for the first steps, which a loaded machine can take long to do).
+_TIMEOUT = 15.0
+_RAY_READ_TIMEOUT = 180.0
+
+
 async def _send(url: str, read_timeout: float) -> list[_Call]:
     import httpx
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     results: list[_Call] = []
-    timeout = httpx.Timeout(15, read=read_timeout)
+    timeout = httpx.Timeout(_TIMEOUT, read=read_timeout)
     async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
         HTTPXClientInstrumentor.instrument_client(client)
         for call in _CALLS:
@@ -326,7 +332,7 @@ def run_demo(
         server.start()
         print(f"kilostar-otel demo: app on {server.url}, spans to {where}", file=out)
         try:
-            calls = asyncio.run(_send(server.url, _RAY_READ_TIMEOUT if args.ray else 15))
+            calls = asyncio.run(_send(server.url, _RAY_READ_TIMEOUT if args.ray else _TIMEOUT))
         finally:
             server.stop()
         telemetry.force_flush()
@@ -360,10 +366,6 @@ def run_demo(
         telemetry.shutdown()
         if receiver is not None:
             receiver.stop()
-
-
-# Ray starts a worker process for the first steps, which a loaded machine can take long to do.
-_RAY_READ_TIMEOUT = 180.0
 
 
 def _start_ray(
